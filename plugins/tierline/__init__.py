@@ -1,0 +1,1 @@
+"""tierline: customer value, VIP tier and lifecycle tables from CRM and sales extracts."""

@@ -1,0 +1,168 @@
+"""Business-rule configuration: typed, validated at load, with errors that name the key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tierline import settings
+from tierline.errors import ConfigError
+
+METRICS = ("monetary", "lifetime_margin", "frequency", "referrals", "trend_ratio", "tenure_days",
+           "regularity", "employee_count")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Windows(_Strict):
+    frequency_days: int = Field(365, gt=0)
+    monetary_days: int = Field(365, gt=0)
+    trend_days: int = Field(90, gt=0)
+
+
+class Rfm(_Strict):
+    bins: int = Field(5, ge=2, le=10)
+
+
+class Lifecycle(_Strict):
+    new_days: int = Field(90, gt=0)
+    growth_max_tenure_days: int = Field(365, gt=0)
+    declining_trend_ratio: float = Field(0.5, gt=0, lt=1)
+    dormant_days: int = Field(180, gt=0)
+    churned_days: int = Field(365, gt=0)
+    reactivated_window_days: int = Field(90, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.dormant_days < self.churned_days:
+            raise ValueError("lifecycle.dormant_days must be smaller than lifecycle.churned_days")
+        return self
+
+
+class Gates(_Strict):
+    max_quarantine_rate: float = Field(0.01, ge=0, le=1)
+    max_tier_share_shift: float = Field(0.25, gt=0, le=1)
+
+
+class Publish(_Strict):
+    schema_: str = Field("analytics", alias="schema", pattern=r"^[a-z_][a-z0-9_]*$")
+    build_schema: str = Field("tierline_build", pattern=r"^[a-z_][a-z0-9_]*$")
+
+
+class Tier(_Strict):
+    code: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    label_zh: str
+    label_en: str
+    min_score_percentile: float | None = Field(None, ge=0, le=1)
+    min_monetary: float | None = Field(None, ge=0)
+    min_orders: int | None = Field(None, ge=1)
+
+
+class Dimension(_Strict):
+    weight: float = Field(ge=0, le=1)
+    metrics: list[Literal[METRICS]] = Field(min_length=1)  # type: ignore[valid-type]
+
+
+class TierSpec(_Strict):
+    version: str
+    ladder: list[Tier] = Field(min_length=2)
+    dimensions: dict[Literal["contribution", "loyalty", "potential", "stability", "influence"], Dimension]
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        codes = [t.code for t in self.ladder]
+        if len(set(codes)) != len(codes):
+            raise ValueError(f"ladder: tier codes must be unique, got {codes}")
+        last = self.ladder[-1]
+        if any(v is not None for v in (last.min_score_percentile, last.min_monetary, last.min_orders)):
+            raise ValueError(f"ladder: the last tier ({last.code}) is the fallback and takes no thresholds")
+        for tier in self.ladder[:-1]:
+            if all(v is None for v in (tier.min_score_percentile, tier.min_monetary, tier.min_orders)):
+                raise ValueError(f"ladder.{tier.code}: give min_score_percentile, min_monetary or min_orders")
+        total = sum(d.weight for d in self.dimensions.values())
+        if abs(total - 1) > 1e-6:
+            raise ValueError(f"dimensions: weights must sum to 1, they sum to {total:g}")
+        return self
+
+
+class Config(_Strict):
+    business_timezone: str = "Asia/Shanghai"
+    currency: str = "CNY"
+    windows: Windows = Windows()
+    rfm: Rfm = Rfm()
+    lifecycle: Lifecycle = Lifecycle()
+    tier_spec: TierSpec
+    tier_spec_hash: str
+    gates: Gates = Gates()
+    publish: Publish = Publish()
+
+    @field_validator("business_timezone")
+    @classmethod
+    def _zone(cls, value):
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name like Asia/Shanghai)") from exc
+        return value
+
+    def dbt_vars(self) -> dict:
+        """What the dbt models read through ``var()``."""
+        return {
+            "business_timezone": self.business_timezone,
+            "windows": self.windows.model_dump(),
+            "rfm_bins": self.rfm.bins,
+            "lifecycle": self.lifecycle.model_dump(),
+            "tier_spec": self.tier_spec.model_dump(),
+            "tier_spec_version": self.tier_spec.version,
+            "tier_spec_hash": self.tier_spec_hash,
+            "publish_schema": self.publish.schema_,
+        }
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"configuration file {path} does not exist") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _explain(path: Path, exc: ValidationError) -> ConfigError:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        lines.append(f"  {key}: {error['msg']}")
+    return ConfigError(f"{path}: invalid configuration\n" + "\n".join(lines))
+
+
+def load_tier_spec(path: Path) -> tuple[TierSpec, str]:
+    data = _read_yaml(path)
+    try:
+        spec = TierSpec.model_validate(data)
+    except ValidationError as exc:
+        raise _explain(path, exc) from None
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+    return spec, digest
+
+
+def load(path: Path | None = None, tier_spec_path: Path | None = None) -> Config:
+    path = Path(path or settings.config_path())
+    data = _read_yaml(path)
+    spec_file = tier_spec_path or path.parent / data.pop("tier_spec", "tier_spec.yml")
+    spec, digest = load_tier_spec(Path(spec_file))
+    try:
+        return Config.model_validate({**data, "tier_spec": spec, "tier_spec_hash": digest})
+    except ValidationError as exc:
+        raise _explain(path, exc) from None

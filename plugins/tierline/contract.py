@@ -1,0 +1,150 @@
+"""The extract contract (EXTRACTS.md v1) as data: files, columns, types, keys and references.
+
+The loader generates its SQL from these definitions, so a rule added here is enforced for every
+file without further code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str = "text"  # text | int | numeric | timestamp | date
+    nullable: bool = False
+    choices: tuple[str, ...] = ()  # lower-case codes; values are lower-cased before the check
+    min: float | None = None
+    max: float | None = None
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A foreign key checked at load time against everything loaded so far."""
+
+    column: str
+    entity: str
+    key: str
+    hard: bool = True  # a hard reference quarantines the row; a soft one is a gate warning
+
+
+@dataclass(frozen=True)
+class Entity:
+    name: str  # file stem and raw table name
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    references: tuple[Reference, ...] = ()
+    not_after_run_date: tuple[str, ...] = field(default=())  # timestamps that may not be in the future
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.name}.csv"
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if not c.nullable)
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+
+def _c(name, type_="text", **kw) -> Column:
+    return Column(name, type_, **kw)
+
+
+def _n(name, type_="text", **kw) -> Column:
+    return Column(name, type_, nullable=True, **kw)
+
+
+ORDER_STATUSES = ("completed", "pending", "cancelled", "refunded")
+
+# Load order matters: an entity is loaded after every entity it references.
+ENTITIES: tuple[Entity, ...] = (
+    Entity(
+        "crm_account_managers",
+        (_c("manager_id"), _c("manager_name"), _n("branch_code"), _n("email"), _c("updated_at", "timestamp")),
+        key=("manager_id",),
+    ),
+    Entity(
+        "crm_customers",
+        (
+            _c("customer_id"), _c("customer_name"),
+            _c("customer_type", choices=("individual", "enterprise")),
+            _n("phone"), _n("email"), _n("gender"), _n("birth_date", "date"), _n("province"), _n("city"),
+            _n("branch_code"), _n("industry"), _n("employee_count", "int", min=0), _n("account_manager_id"),
+            _n("acquisition_channel"), _n("referred_by"),
+            _c("created_at", "timestamp"), _c("updated_at", "timestamp"),
+        ),
+        key=("customer_id",),
+        references=(
+            Reference("account_manager_id", "crm_account_managers", "manager_id", hard=False),
+            Reference("referred_by", "crm_customers", "customer_id", hard=False),
+        ),
+    ),
+    Entity(
+        "sales_products",
+        (_c("product_id"), _c("product_name"), _n("category"), _n("list_price", "numeric", min=0),
+         _n("unit_cost", "numeric", min=0), _c("updated_at", "timestamp")),
+        key=("product_id",),
+    ),
+    Entity(
+        "crm_interactions",
+        (_c("interaction_id"), _c("customer_id"), _c("channel"), _n("interaction_type"),
+         _c("occurred_at", "timestamp")),
+        key=("interaction_id",),
+        references=(Reference("customer_id", "crm_customers", "customer_id"),),
+    ),
+    Entity(
+        "crm_tickets",
+        (_c("ticket_id"), _c("customer_id"), _n("category"), _n("severity"), _c("opened_at", "timestamp"),
+         _n("resolved_at", "timestamp"), _n("csat", "int", min=1, max=5), _c("updated_at", "timestamp")),
+        key=("ticket_id",),
+        references=(Reference("customer_id", "crm_customers", "customer_id"),),
+    ),
+    Entity(
+        "crm_surveys",
+        (_c("survey_id"), _c("customer_id"), _c("answered_at", "timestamp"), _n("nps", "int", min=0, max=10),
+         _n("csat", "int", min=1, max=5)),
+        key=("survey_id",),
+        references=(Reference("customer_id", "crm_customers", "customer_id"),),
+    ),
+    Entity(
+        "crm_tier_overrides",
+        (_c("customer_id"), _c("tier"), _c("reason"), _c("valid_from", "date"), _n("valid_to", "date"),
+         _c("set_by"), _c("updated_at", "timestamp")),
+        key=("customer_id",),
+        references=(Reference("customer_id", "crm_customers", "customer_id"),),
+    ),
+    Entity(
+        "sales_orders",
+        (
+            _c("order_id"), _c("customer_id"), _c("order_ts", "timestamp"), _n("channel"), _n("branch_code"),
+            _c("status", choices=ORDER_STATUSES), _n("currency"),
+            _c("gross_amount", "numeric"), _n("discount_amount", "numeric"), _c("net_amount", "numeric"),
+            _c("updated_at", "timestamp"),
+        ),
+        key=("order_id",),
+        references=(Reference("customer_id", "crm_customers", "customer_id"),),
+        not_after_run_date=("order_ts",),
+    ),
+    Entity(
+        "sales_order_items",
+        (_c("order_id"), _c("line_no", "int", min=1), _c("product_id"), _c("quantity", "numeric", min=0),
+         _c("unit_price", "numeric"), _n("unit_cost", "numeric", min=0)),
+        key=("order_id", "line_no"),
+        references=(
+            Reference("order_id", "sales_orders", "order_id"),
+            Reference("product_id", "sales_products", "product_id"),
+        ),
+    ),
+    Entity(
+        "sales_refunds",
+        (_c("refund_id"), _c("order_id"), _c("refunded_at", "timestamp"), _c("amount", "numeric", min=0)),
+        key=("refund_id",),
+        references=(Reference("order_id", "sales_orders", "order_id"),),
+    ),
+)
+
+BY_NAME = {e.name: e for e in ENTITIES}
+BY_FILE = {e.file_name: e for e in ENTITIES}

