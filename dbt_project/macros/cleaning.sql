@@ -1,0 +1,45 @@
+{#- Cleaning helpers shared by the staging models. -#}
+
+{% macro halfwidth(expr) -%}
+    {#- Full-width ASCII variants (U+FF01..U+FF5E) and the ideographic space, as exports from
+        Chinese input methods carry them, mapped to their ASCII forms. -#}
+    translate({{ expr }}, '！＂＃＄％＆＇（）＊＋，－．／０１２３４５６７８９：；＜＝＞？＠ＡＢＣＤＥＦＧＨＩＪＫＬＭＮＯＰＱＲＳＴＵＶＷＸＹＺ［＼］＾＿｀ａｂｃｄｅｆｇｈｉｊｋｌｍｎｏｐｑｒｓｔｕｖｗｘｙｚ｛｜｝～　', '!"#$%&''()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\]^_`abcdefghijklmnopqrstuvwxyz{|}~ ')
+{%- endmacro %}
+
+{% macro clean_text(expr) -%}
+    nullif(btrim(regexp_replace({{ halfwidth(expr) }}, '\s+', ' ', 'g')), '')
+{%- endmacro %}
+
+{% macro e164_phone(expr) -%}
+    {#- Mainland mobile numbers in any of the shapes exports send, to E.164; anything else is
+        null here and flagged by has_unparsed_phone in the model. -#}
+    case
+        when regexp_replace({{ halfwidth(expr) }}, '[^0-9]', '', 'g') ~ '^1[3-9][0-9]{9}$'
+            then '+86' || regexp_replace({{ halfwidth(expr) }}, '[^0-9]', '', 'g')
+        when regexp_replace({{ halfwidth(expr) }}, '[^0-9]', '', 'g') ~ '^(00)?861[3-9][0-9]{9}$'
+            then '+' || right(regexp_replace({{ halfwidth(expr) }}, '[^0-9]', '', 'g'), 13)
+    end
+{%- endmacro %}
+
+{% macro latest_version(relation, key, order_by='updated_at desc') -%}
+    {#- Upsert semantics of the extract contract: per key, the row with the newest updated_at
+        wins; ties go to the latest extract and the last line. -#}
+    select distinct on ({{ key }}) *
+    from {{ relation }}
+    where _extract_date <= '{{ var("as_of_date") }}'::date
+    order by {{ key }}, {{ order_by }}, _extract_date desc, _line_no desc
+{%- endmacro %}
+
+{% macro local_date(ts) -%}
+    ({{ ts }} at time zone '{{ var("business_timezone") }}')::date
+{%- endmacro %}
+
+{% macro as_of() -%}
+    '{{ var("as_of_date") }}'::date
+{%- endmacro %}
+
+{% macro generate_schema_name(custom_schema_name, node) -%}
+    {#- Schemas are named exactly as configured (staging, intermediate, the build schema), not
+        prefixed with the target schema, so the publish step and the gates know where to look. -#}
+    {{ (custom_schema_name or target.schema) | trim }}
+{%- endmacro %}

@@ -1,0 +1,68 @@
+-- Every order valued net of cancellations and refunds: what the customer really paid and what
+-- it earned. Pending orders carry no value until they complete; a `refunded` order without
+-- refund rows counts as fully refunded.
+with
+
+orders as (
+    select * from {{ ref('stg_sales__orders') }}
+),
+
+items as (
+    select
+        items.order_id,
+        sum(items.quantity * coalesce(items.unit_cost, products.unit_cost, 0)) as cost_amount,
+        bool_or(coalesce(items.unit_cost, products.unit_cost) is null) as has_unknown_cost
+    from {{ ref('stg_sales__order_items') }} as items
+    left join {{ ref('stg_sales__products') }} as products on items.product_id = products.product_id
+    group by items.order_id
+),
+
+refunds as (
+    select
+        order_id,
+        sum(amount) as refunded_amount
+    from {{ ref('stg_sales__refunds') }}
+    group by order_id
+),
+
+valued as (
+    select
+        orders.order_id,
+        orders.customer_id,
+        orders.order_date,
+        orders.status,
+        orders.branch_code,
+        orders.net_amount,
+        coalesce(refunds.refunded_amount, 0) as refunded_amount,
+        case
+            when orders.status = 'completed' then greatest(orders.net_amount - coalesce(refunds.refunded_amount, 0), 0)
+            when orders.status = 'refunded' and refunds.refunded_amount is not null
+                then greatest(orders.net_amount - refunds.refunded_amount, 0)
+            else 0
+        end as net_revenue,
+        coalesce(items.cost_amount, 0) as cost_amount,
+        coalesce(items.has_unknown_cost, true) as has_unknown_cost
+    from orders
+    left join items on orders.order_id = items.order_id
+    left join refunds on orders.order_id = refunds.order_id
+),
+
+final as (
+    select
+        order_id,
+        customer_id,
+        order_date,
+        status,
+        branch_code,
+        net_amount,
+        refunded_amount::numeric(18, 2) as refunded_amount,
+        net_revenue::numeric(18, 2) as net_revenue,
+        -- goods that came back cost nothing: cost scales with the share of the order kept
+        (net_revenue - case when net_amount > 0 then cost_amount * net_revenue / net_amount else 0 end)::numeric(18, 2)
+            as margin,
+        has_unknown_cost,
+        net_revenue > 0 as is_purchase
+    from valued
+)
+
+select * from final

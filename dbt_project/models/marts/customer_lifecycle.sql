@@ -1,0 +1,77 @@
+-- The lifecycle stage (生命周期) of every CRM customer as of the run date, the date the stage
+-- was entered, the previous stage, and a rule-based churn risk with its reason. Rules are
+-- evaluated in order; thresholds come from config/tierline.yml (lifecycle).
+{%- set lc = var('lifecycle') %}
+{%- set previous_rel = adapter.get_relation(database=target.database, schema=var('publish_schema'), identifier='customer_lifecycle') %}
+with
+
+value as (
+    select * from {{ ref('customer_value') }}
+),
+
+staged as (
+    select
+        customer_id,
+        recency_days,
+        first_purchase_date,
+        case
+            when purchase_days_lifetime = 0 then 'prospect'
+            when recency_days > {{ lc.churned_days }} then 'churned'
+            when recency_days > {{ lc.dormant_days }} then 'dormant'
+            when longest_recent_gap_days > {{ lc.dormant_days }} then 'reactivated'
+            when {{ as_of() }} - first_purchase_date < {{ lc.new_days }} then 'new'
+            when revenue_previous_period > 0
+                and revenue_last_period < {{ lc.declining_trend_ratio }} * revenue_previous_period then 'declining'
+            when tenure_days < {{ lc.growth_max_tenure_days }} then 'growth'
+            else 'mature'
+        end as lifecycle_stage,
+        trend_ratio,
+        longest_recent_gap_days
+    from value
+),
+
+previous as (
+    {%- if previous_rel is not none %}
+    select distinct on (customer_id)
+        customer_id,
+        lifecycle_stage as previous_stage,
+        stage_entered_date as previous_stage_entered_date
+    from {{ previous_rel }}
+    where as_of_date < {{ as_of() }}
+    order by customer_id, as_of_date desc
+    {%- else %}
+    select null::text as customer_id, null::text as previous_stage, null::date as previous_stage_entered_date
+    where false
+    {%- endif %}
+),
+
+final as (
+    select
+        staged.customer_id,
+        {{ as_of() }} as as_of_date,
+        staged.lifecycle_stage,
+        stages.label_zh as lifecycle_label_zh,
+        stages.label_en as lifecycle_label_en,
+        case
+            when previous.previous_stage = staged.lifecycle_stage then previous.previous_stage_entered_date
+            else {{ as_of() }}
+        end as stage_entered_date,
+        previous.previous_stage,
+        case
+            when staged.lifecycle_stage = 'prospect' then null
+            else round(least(1.0, greatest(0.0, staged.recency_days::numeric / {{ lc.churned_days }})), 4)
+        end as churn_risk,
+        case
+            when staged.lifecycle_stage = 'prospect' then 'no purchase yet'
+            when staged.lifecycle_stage = 'churned' then format('no purchase for %s days (> {{ lc.churned_days }})', staged.recency_days)
+            when staged.lifecycle_stage = 'dormant' then format('no purchase for %s days (> {{ lc.dormant_days }})', staged.recency_days)
+            when staged.lifecycle_stage = 'reactivated' then format('bought again after a %s-day gap', staged.longest_recent_gap_days)
+            when staged.lifecycle_stage = 'declining' then format('last-period spend is %s of the previous period', coalesce(round(staged.trend_ratio, 2)::text, '0'))
+            else format('last purchase %s days ago', staged.recency_days)
+        end as churn_risk_reason
+    from staged
+    inner join {{ ref('lifecycle_stages') }} as stages on staged.lifecycle_stage = stages.lifecycle_stage
+    left join previous on staged.customer_id = previous.customer_id
+)
+
+select * from final

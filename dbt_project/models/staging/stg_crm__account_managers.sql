@@ -1,0 +1,17 @@
+with
+
+source as (
+    {{ latest_version(source('raw', 'crm_account_managers'), 'manager_id') }}
+),
+
+final as (
+    select
+        manager_id,
+        {{ clean_text('manager_name') }} as manager_name,
+        upper({{ clean_text('branch_code') }}) as branch_code,
+        nullif(lower({{ clean_text('email') }}), '') as email,
+        updated_at
+    from source
+)
+
+select * from final

@@ -1,0 +1,24 @@
+with
+
+source as (
+    {{ latest_version(source('raw', 'crm_tickets'), 'ticket_id') }}
+),
+
+final as (
+    select
+        ticket_id,
+        customer_id,
+        lower({{ clean_text('category') }}) as category,
+        lower({{ clean_text('severity') }}) as severity,
+        opened_at,
+        {{ local_date('opened_at') }} as opened_date,
+        resolved_at,
+        csat::integer as csat,
+        coalesce(lower({{ clean_text('category') }}) like '%complaint%'
+                 or {{ clean_text('category') }} like '%投诉%', false) as is_complaint,
+        updated_at
+    from source
+    where {{ local_date('opened_at') }} <= {{ as_of() }}
+)
+
+select * from final

@@ -1,0 +1,19 @@
+with
+
+source as (
+    {{ latest_version(source('raw', 'crm_tier_overrides'), 'customer_id') }}
+),
+
+final as (
+    select
+        customer_id,
+        lower({{ clean_text('tier') }}) as tier,
+        {{ clean_text('reason') }} as reason,
+        valid_from,
+        valid_to,
+        {{ clean_text('set_by') }} as set_by,
+        updated_at
+    from source
+)
+
+select * from final

@@ -1,0 +1,25 @@
+with
+
+source as (
+    {{ latest_version(source('raw', 'sales_orders'), 'order_id') }}
+),
+
+final as (
+    select
+        order_id,
+        customer_id,
+        order_ts as ordered_at,
+        {{ local_date('order_ts') }} as order_date,
+        lower({{ clean_text('channel') }}) as channel,
+        upper({{ clean_text('branch_code') }}) as branch_code,
+        status,
+        coalesce(upper({{ clean_text('currency') }}), '{{ var("currency", "CNY") }}') as currency,
+        gross_amount::numeric(18, 2) as gross_amount,
+        coalesce(discount_amount, 0)::numeric(18, 2) as discount_amount,
+        net_amount::numeric(18, 2) as net_amount,
+        updated_at
+    from source
+    where {{ local_date('order_ts') }} <= {{ as_of() }}
+)
+
+select * from final

@@ -1,0 +1,18 @@
+with
+
+source as (
+    {{ latest_version(source('raw', 'sales_products'), 'product_id') }}
+),
+
+final as (
+    select
+        product_id,
+        {{ clean_text('product_name') }} as product_name,
+        {{ clean_text('category') }} as category,
+        list_price::numeric(18, 2) as list_price,
+        unit_cost::numeric(18, 2) as unit_cost,
+        updated_at
+    from source
+)
+
+select * from final

@@ -1,0 +1,87 @@
+"""Run one dbt layer in-process and keep its artifacts with the run.
+
+Each layer (``staging`` = seeds + staging + intermediate, ``marts``) is one ``dbt build`` so that
+an engineer sees it as its own Airflow task with its own retries and log, while dbt still runs
+every model's tests right after the model. The parse cache lives in one shared target folder
+(so the second layer of a run reuses the first one's parse); ``manifest.json`` and
+``run_results.json`` are copied into the run's folder afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tierline import settings, warehouse
+from tierline.errors import TierlineError
+
+LAYERS = {
+    "staging": ["path:seeds", "path:models/staging", "path:models/intermediate"],
+    "marts": ["path:models/marts"],
+}
+
+
+class DbtFailed(TierlineError):
+    pass
+
+
+@dataclass
+class DbtResult:
+    layer: str
+    seconds: float
+    nodes: int
+    artifacts: Path
+
+
+def _summarise_failures(run_results: dict) -> list[str]:
+    lines = []
+    for result in run_results.get("results", []):
+        if result.get("status") in ("error", "fail", "runtime error"):
+            node = result.get("unique_id", "?")
+            message = (result.get("message") or "").strip().splitlines()
+            failures = result.get("failures")
+            detail = f"{failures} failing rows" if failures else (message[0] if message else "")
+            lines.append(f"  {node}: {result.get('status')} - {detail}")
+    return lines
+
+
+def build(layer: str, *, warehouse_url: str, dbt_vars: dict, build_schema: str, run_dir: Path,
+          select: list[str] | None = None) -> DbtResult:
+    from dbt.cli.main import dbtRunner
+
+    os.environ.update(warehouse.dbt_env(warehouse_url))
+    os.environ["TIERLINE_BUILD_SCHEMA"] = build_schema
+    os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+    target = settings.home() / "dbt_target"
+    args = [
+        "build",
+        "--select", *(select or LAYERS[layer]),
+        "--vars", json.dumps(dbt_vars, ensure_ascii=False, default=str),
+        "--project-dir", str(settings.DBT_PROJECT_DIR),
+        "--profiles-dir", str(settings.DBT_PROJECT_DIR),
+        "--target-path", str(target),
+        "--log-path", str(run_dir / "dbt" / layer),
+        "--no-use-colors",
+    ]
+    started = time.perf_counter()
+    outcome = dbtRunner().invoke(args)
+    seconds = round(time.perf_counter() - started, 2)
+
+    artifacts = run_dir / "dbt" / layer
+    artifacts.mkdir(parents=True, exist_ok=True)
+    for name in ("manifest.json", "run_results.json"):
+        if (target / name).exists():
+            shutil.copy2(target / name, artifacts / name)
+    run_results = json.loads((artifacts / "run_results.json").read_text()) if (
+        artifacts / "run_results.json").exists() else {}
+    if not outcome.success:
+        detail = _summarise_failures(run_results) or [f"  {outcome.exception}"]
+        raise DbtFailed(
+            f"dbt build of the {layer} layer failed:\n" + "\n".join(detail)
+            + f"\nLogs and run_results.json: {artifacts}"
+        )
+    return DbtResult(layer, seconds, len(run_results.get("results", [])), artifacts)

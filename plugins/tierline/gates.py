@@ -1,0 +1,461 @@
+"""Quality gates: the committed Great Expectations suites of a gate, validated inside PostgreSQL.
+
+A gate (``raw``, ``staging``, ``marts``) is the folder ``expectations/<gate>/``; every
+``<suite>.json`` in it is a GX 1.x ExpectationSuite whose ``meta.table`` names the table and
+whose ``meta.schema`` is a logical schema key that the caller maps to the schema of this run.
+``expectations/README.md`` describes the format.
+
+Great Expectations runs in an ephemeral context: nothing is written into the project, and the
+connection string only reaches GX as a runtime variable, so no password is ever serialised.
+GX takes seconds to import, so it is imported inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from tierline import settings, warehouse
+
+log = logging.getLogger(__name__)
+
+SEVERITIES = ("error", "warning")
+UNEXPECTED_ROWS = "unexpected_rows_expectation"
+PARTIAL_UNEXPECTED_COUNT = 5
+
+# BASIC yields unexpected counts and a short sample; SUMMARY would add a GROUP BY per column
+# expectation to count the sample values, which nobody reads here.
+_RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": PARTIAL_UNEXPECTED_COUNT}
+
+# Names that end up in SQL or file paths are restricted to plain lower-case identifiers, so they
+# never need quoting rules of their own.
+_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_PLACEHOLDER = re.compile(r"\{(schema|param):([^{}]*)\}")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+# Keys of an expectation as GX 1.x serialises it; anything else is most likely a GX 0.x suite
+# (``expectation_type``) or a typo, either of which would otherwise be dropped silently.
+_EXPECTATION_KEYS = {"type", "kwargs", "meta", "id", "severity", "notes", "description", "rendered_content"}
+_GX_SEVERITY = {"error": "critical", "warning": "warning"}
+
+
+class GateConfigError(ValueError):
+    """A suite file or the gate call is wrong; the message names the file and the fix."""
+
+
+class GateFailed(Exception):
+    """At least one error-severity check of a gate failed."""
+
+    def __init__(self, result: GateResult):
+        self.result = result
+        lines = [f"gate {result.gate!r} failed: {len(result.errors)} blocking check(s) failed"]
+        for check in result.errors:
+            lines.append(f"  - {check.description}{_sample(check)}; look at table {check.relation}")
+        if result.report_path:
+            lines.append(f"  every check of this gate: {result.report_path}")
+        super().__init__("\n".join(lines))
+
+
+@dataclass
+class CheckResult:
+    suite: str
+    table: str  # logical, as written in the suite: "raw.sales_orders"
+    relation: str  # the table this run validated: "<schema>.sales_orders"
+    expectation: str
+    column: str | None
+    severity: str
+    success: bool
+    unexpected_count: int | None = None
+    element_count: int | None = None
+    observed_value: Any = None
+    partial_unexpected: list = field(default_factory=list)
+    description: str = ""
+
+
+@dataclass
+class GateResult:
+    gate: str
+    checks: list[CheckResult]
+    seconds: float
+    report_path: Path | None = None
+
+    @property
+    def passed(self) -> bool:
+        return not self.errors
+
+    @property
+    def errors(self) -> list[CheckResult]:
+        return [c for c in self.checks if not c.success and c.severity == "error"]
+
+    @property
+    def warnings(self) -> list[CheckResult]:
+        return [c for c in self.checks if not c.success and c.severity == "warning"]
+
+    def summary(self) -> str:
+        status = "passed" if self.passed else "FAILED"
+        lines = [
+            f"gate {self.gate}: {status} - {len(self.checks)} checks, {len(self.errors)} failed, "
+            f"{len(self.warnings)} warnings, {self.seconds:.2f} s"
+        ]
+        lines += [f"  error:   {c.description}{_sample(c)}" for c in self.errors]
+        lines += [f"  warning: {c.description}{_sample(c)}" for c in self.warnings]
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        document = {
+            "gate": self.gate,
+            "passed": self.passed,
+            "seconds": round(self.seconds, 3),
+            "errors": len(self.errors),
+            "warnings": len(self.warnings),
+            "checks": [asdict(c) for c in self.checks],
+        }
+        # Sampled values may be dates or decimals; their text form is what a reader wants.
+        return json.dumps(document, indent=2, ensure_ascii=False, default=str)
+
+
+def raise_for_result(result: GateResult) -> GateResult:
+    if not result.passed:
+        raise GateFailed(result)
+    return result
+
+
+@dataclass
+class _Expectation:
+    config: dict  # keyword arguments for GX's ExpectationConfiguration
+    severity: str
+
+
+@dataclass
+class _Suite:
+    name: str
+    path: Path
+    schema_key: str
+    schema: str
+    table: str
+    expectations: list[_Expectation]
+
+    @property
+    def logical_table(self) -> str:
+        return f"{self.schema_key}.{self.table}"
+
+    @property
+    def relation(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+
+def run_gate(
+    gate: str,
+    warehouse_url: str,
+    schemas: dict[str, str],
+    *,
+    out_dir: Path | None = None,
+    expectations_dir: Path = settings.EXPECTATIONS_DIR,
+    params: dict | None = None,
+) -> GateResult:
+    """Validate every suite of ``gate`` in the warehouse and return what each check found.
+
+    ``schemas`` maps the suites' logical schema keys to this run's schemas; ``params`` fill
+    ``{param:<name>}`` placeholders in queries. A failing check does not raise: pass the result
+    to ``raise_for_result`` for that. Bad suites or arguments raise ``GateConfigError``.
+    """
+    started = time.perf_counter()
+    literals = {name: _sql_literal(name, value) for name, value in (params or {}).items()}
+    for key, schema in schemas.items():
+        if not _NAME.fullmatch(schema):
+            raise GateConfigError(
+                f"schema for {key!r} is {schema!r}; use a lower-case identifier ([a-z_][a-z0-9_]*)"
+            )
+    suites = _load_suites(gate, Path(expectations_dir), schemas, literals)
+
+    checks: list[CheckResult] = []
+    context, datasources = _gx_context(warehouse_url, schemas, {s.schema_key for s in suites})
+    try:
+        for suite in suites:
+            suite_started = time.perf_counter()
+            checks += _validate_suite(context, datasources[suite.schema_key], suite)
+            log.info(
+                "gate %s: %s validated in %.2f s", gate, suite.relation, time.perf_counter() - suite_started
+            )
+    finally:
+        for datasource in datasources.values():
+            datasource.get_engine().dispose()
+
+    result = GateResult(gate=gate, checks=checks, seconds=time.perf_counter() - started)
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        result.report_path = out_dir / f"gate_{gate}.json"
+        result.report_path.write_text(result.to_json() + "\n", encoding="utf-8")
+    return result
+
+
+def _sql_literal(name: str, value: Any) -> str:
+    """Render a query parameter as SQL text; only dates and finite numbers can get through."""
+    if not _NAME.fullmatch(name):
+        raise GateConfigError(f"parameter name {name!r} must be a lower-case identifier")
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
+        try:
+            value = date.fromisoformat(value)
+        except ValueError:
+            pass
+    if isinstance(value, datetime):
+        kind = "timestamptz" if value.tzinfo else "timestamp"
+        return f"{kind} '{value.isoformat(sep=' ')}'"
+    if isinstance(value, date):
+        return f"date '{value.isoformat()}'"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    if isinstance(value, Decimal) and value.is_finite():
+        return str(value)
+    raise GateConfigError(
+        f"parameter {name!r} = {value!r} is not allowed: gate parameters are pasted into SQL, so "
+        "only dates (date, datetime or 'YYYY-MM-DD') and finite numbers are accepted"
+    )
+
+
+def _load_suites(
+    gate: str, expectations_dir: Path, schemas: dict[str, str], literals: dict[str, str]
+) -> list[_Suite]:
+    if not _NAME.fullmatch(gate):
+        raise GateConfigError(f"gate name {gate!r} must be a lower-case identifier, e.g. 'raw'")
+    paths = sorted((expectations_dir / gate).glob("*.json"))
+    if not paths:
+        raise GateConfigError(f"gate {gate!r} has no suites: expected {expectations_dir / gate}/<suite>.json")
+    return [_load_suite(path, schemas, literals) for path in paths]
+
+
+def _load_suite(path: Path, schemas: dict[str, str], literals: dict[str, str]) -> _Suite:
+    def fail(message: str) -> GateConfigError:
+        return GateConfigError(f"{path}: {message}")
+
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise fail(f"not valid JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise fail("expected a JSON object with name, expectations and meta")
+    if document.get("name") != path.stem:
+        raise fail(
+            f'"name" must be the file name without .json ({path.stem!r}), got {document.get("name")!r}'
+        )
+    meta = document.get("meta") or {}
+    table, schema_key = meta.get("table"), meta.get("schema")
+    if not (isinstance(table, str) and _NAME.fullmatch(table)):
+        raise fail(f"meta.table must be a lower-case table name, got {table!r}")
+    if schema_key not in schemas:
+        raise fail(f"meta.schema is {schema_key!r}; this run maps only {sorted(schemas)}")
+    raw_expectations = document.get("expectations")
+    if not isinstance(raw_expectations, list) or not raw_expectations:
+        raise fail('"expectations" must be a non-empty list')
+
+    expectations = []
+    for number, raw in enumerate(raw_expectations, start=1):
+        where = f"expectation #{number}"
+        if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
+            raise fail(f'{where} must be an object with "type" and "kwargs"')
+        if unknown := set(raw) - _EXPECTATION_KEYS:
+            raise fail(
+                f"{where} ({raw['type']}) has unknown keys {sorted(unknown)}; GX 1.x uses type/kwargs/meta"
+            )
+        exp_meta = dict(raw.get("meta") or {})
+        severity = exp_meta.get("severity", "error")
+        if severity not in SEVERITIES:
+            raise fail(f"{where} ({raw['type']}): meta.severity is {severity!r}; use one of {SEVERITIES}")
+        if raw.get("severity") not in (None, _GX_SEVERITY[severity]):
+            raise fail(
+                f"{where} ({raw['type']}): GX severity {raw['severity']!r} contradicts meta.severity "
+                f"{severity!r}; set only meta.severity"
+            )
+        kwargs = dict(raw.get("kwargs") or {})
+        if raw["type"] == UNEXPECTED_ROWS:
+            kwargs["unexpected_rows_query"] = _fill_query(
+                kwargs.get("unexpected_rows_query"), schemas, literals, fail, where
+            )
+        config = {"type": raw["type"], "kwargs": kwargs, "meta": exp_meta, "severity": _GX_SEVERITY[severity]}
+        config.update({k: raw[k] for k in ("notes", "description") if raw.get(k)})
+        expectations.append(_Expectation(config=config, severity=severity))
+
+    return _Suite(path.stem, path, schema_key, schemas[schema_key], table, expectations)
+
+
+def _fill_query(query, schemas: dict[str, str], literals: dict[str, str], fail, where: str) -> str:
+    if not isinstance(query, str) or "{batch}" not in query:
+        raise fail(f"{where}: unexpected_rows_query must be SQL text that selects from {{batch}}")
+
+    def substitute(match: re.Match) -> str:
+        kind, name = match.groups()
+        if kind == "schema":
+            if name not in schemas:
+                raise fail(f"{where}: {match.group()} is not a schema of this run ({sorted(schemas)})")
+            return f'"{schemas[name]}"'
+        if name not in literals:
+            raise fail(f"{where}: {match.group()} needs params={{{name!r}: ...}} in the run_gate call")
+        return literals[name]
+
+    return _PLACEHOLDER.sub(substitute, query)
+
+
+def _gx_context(warehouse_url: str, schemas: dict[str, str], schema_keys: set[str]):
+    """One ephemeral context with one PostgreSQL datasource per logical schema the gate reads."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+    from sqlalchemy.engine import make_url
+
+    # GX deprecated TableAsset.schema_name in favour of the datasource's connection, which for
+    # PostgreSQL means its search_path; it also keeps unqualified names in queries on this run.
+    variables = {}
+    for key in sorted(schema_keys):
+        url = make_url(warehouse.sqlalchemy_url(warehouse_url))
+        options = " ".join(filter(None, [url.query.get("options"), f"-csearch_path={schemas[key]}"]))
+        variables[_url_variable(key)] = url.update_query_dict({"options": options}).render_as_string(
+            hide_password=False
+        )
+
+    # The default ephemeral config reserves a temporary data-docs folder and logs it at INFO, and
+    # draws tqdm bars on stderr: neither is wanted in task logs, and data docs are not built.
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(),
+        progress_bars=ProgressBarsConfig(globally=False),
+    )
+    context = gx.get_context(mode="ephemeral", project_config=config, runtime_environment=variables)
+    datasources = {
+        key: context.data_sources.add_postgres(
+            f"warehouse_{key}", connection_string="${" + _url_variable(key) + "}"
+        )
+        for key in sorted(schema_keys)
+    }
+    return context, datasources
+
+
+def _url_variable(schema_key: str) -> str:
+    return f"TIERLINE_GX_URL_{schema_key.upper()}"
+
+
+def _validate_suite(context, datasource, suite: _Suite) -> list[CheckResult]:
+    import great_expectations as gx
+    from great_expectations.datasource.fluent.interfaces import TestConnectionError
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    try:
+        asset = datasource.add_table_asset(suite.name, table_name=suite.table)
+    except TestConnectionError as exc:
+        return [_missing_table(suite, exc)]
+
+    objects = []
+    for number, expectation in enumerate(suite.expectations, start=1):
+        try:
+            objects.append(ExpectationConfiguration(**expectation.config).to_domain_obj())
+        except Exception as exc:
+            raise GateConfigError(
+                f"{suite.path}: expectation #{number} ({expectation.config['type']}): {exc}"
+            ) from exc
+
+    stored = context.suites.add(gx.ExpectationSuite(name=suite.name, expectations=objects))
+    by_id = {e.id: spec for e, spec in zip(stored.expectations, suite.expectations, strict=True)}
+    order = {e.id: n for n, e in enumerate(stored.expectations)}
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(
+            name=suite.name, data=asset.add_batch_definition_whole_table("whole_table"), suite=stored
+        )
+    )
+    outcome = definition.run(result_format=_RESULT_FORMAT)
+    # GX returns results grouped by how it computed them, not in the suite's order.
+    results = sorted(outcome.results, key=lambda r: order[r.expectation_config.id])
+    return [_check(suite, by_id[r.expectation_config.id], r) for r in results]
+
+
+def _check(suite: _Suite, spec: _Expectation, validation) -> CheckResult:
+    config = validation.expectation_config
+    kwargs = config.kwargs
+    result = validation.result or {}
+    column = kwargs.get("column") or ", ".join(
+        kwargs.get("column_list") or [c for c in (kwargs.get("column_A"), kwargs.get("column_B")) if c]
+    )
+    check = CheckResult(
+        suite=suite.name,
+        table=suite.logical_table,
+        relation=suite.relation,
+        expectation=config.type,
+        column=column or None,
+        severity=spec.severity,
+        success=bool(validation.success),
+        unexpected_count=result.get("unexpected_count"),
+        element_count=result.get("element_count"),
+        observed_value=result.get("observed_value"),
+        partial_unexpected=list(result.get("partial_unexpected_list") or [])[:PARTIAL_UNEXPECTED_COUNT],
+    )
+    if config.type == UNEXPECTED_ROWS:
+        check.unexpected_count = check.observed_value
+    check.description = _describe(check, config, validation.exception_info or {})
+    return check
+
+
+def _describe(check: CheckResult, config, exception_info: dict) -> str:
+    if check.column:
+        subject = check.column
+    elif config.type == UNEXPECTED_ROWS:
+        subject = config.description or "query"
+    else:
+        subject = ", ".join(
+            f"{k}={v}" for k, v in config.kwargs.items() if k != "batch_id" and not isinstance(v, dict | list)
+        )
+    head = f"{check.table}: {config.type}({subject})"
+    error = _exception_message(exception_info)
+    if error:
+        return f"{head} could not be evaluated: {error}"
+    if check.success:
+        return f"{head} passed"
+    if check.unexpected_count is not None and check.element_count is not None:
+        return f"{head} failed: {check.unexpected_count:,} of {check.element_count:,} rows"
+    if config.type == UNEXPECTED_ROWS:
+        return f"{head} failed: {check.unexpected_count:,} rows"
+    return f"{head} failed: observed {check.observed_value}"
+
+
+def _exception_message(exception_info: dict) -> str | None:
+    """GX reports errors either flat or keyed by the metric that raised them."""
+    infos = [exception_info] if "raised_exception" in exception_info else list(exception_info.values())
+    messages = [
+        i.get("exception_message") for i in infos if isinstance(i, dict) and i.get("raised_exception")
+    ]
+    return "; ".join(dict.fromkeys(m.strip().splitlines()[0] for m in messages if m)) or None
+
+
+def _missing_table(suite: _Suite, exc: Exception) -> CheckResult:
+    cause = getattr(exc.__cause__, "orig", None) or exc.__cause__ or exc
+    reason = str(cause).strip().splitlines()[0]
+    return CheckResult(
+        suite=suite.name,
+        table=suite.logical_table,
+        relation=suite.relation,
+        expectation="table_exists",
+        column=None,
+        severity="error",
+        success=False,
+        description=(
+            f"{suite.logical_table}: table {suite.relation} could not be read ({reason}); "
+            f"none of the {len(suite.expectations)} checks in {suite.path.name} ran"
+        ),
+    )
+
+
+def _sample(check: CheckResult) -> str:
+    values = [v for v in check.partial_unexpected if v is not None]
+    if not values:
+        return ""
+    return " (e.g. " + ", ".join(repr(v) if isinstance(v, str) else str(v) for v in values) + ")"
