@@ -49,6 +49,7 @@ class Lifecycle(_Strict):
 
 class Gates(_Strict):
     max_quarantine_rate: float = Field(0.01, ge=0, le=1)
+    min_quarantine_rows: int = Field(10, ge=0)
     max_tier_share_shift: float = Field(0.25, gt=0, le=1)
 
 

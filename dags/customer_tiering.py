@@ -1,0 +1,120 @@
+"""
+### customer_tiering — CRM and sales extracts to customer value, VIP tier and lifecycle
+
+Daily, per logical date (the extract date, `<landing>/<YYYY-MM-DD>/*.csv` per EXTRACTS.md):
+
+1. **land_extracts** — immutable, content-addressed copy of the date's files plus a manifest.
+2. **load_raw** — one `COPY` per file into `raw.*`; bad rows to `raw.quarantine` with reasons.
+3. **gate_raw** — Great Expectations: counts balance, quarantine rate, keys, references.
+4. **dbt_staging** — seeds, staging and intermediate models with their dbt tests.
+5. **gate_staging** — cleaned data invariants.
+6. **dbt_marts** — `customer_value`, `customer_tier`, `customer_lifecycle`, `tier_history` in the build schema.
+7. **gate_marts** — business invariants and drift against the last publication.
+8. **publish** — one transaction into `analytics`; emits an Asset per published table.
+9. **report** — run summary (rows, quarantine, tier mix, time per stage) as text and HTML.
+
+A failed gate stops everything after it: nothing is published and the last good publication
+stays as it was. Data and rule failures are not retried; infrastructure errors are.
+Params: `landing` — the folder holding the date folders.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, Param, dag, task
+from tierline.assets import PUBLISHED_TABLES, asset_uri
+
+PUBLISHED_ASSETS = [Asset(asset_uri(table), extra={"table": f"analytics.{table}"}) for table in PUBLISHED_TABLES]
+
+
+def _run(stage: str, *args, **context):
+    """Run one stage of tierline.pipeline for this DAG run, failing fast on data errors."""
+    from airflow.sdk.exceptions import AirflowFailException
+    from tierline import pipeline
+    from tierline.errors import TierlineError
+
+    ctx = pipeline.context(context["ds"], context["run_id"], context["params"]["landing"])
+    try:
+        return getattr(pipeline, stage)(ctx, *args)
+    except TierlineError as exc:
+        # Bad data or a failed check does not get better by retrying.
+        raise AirflowFailException(str(exc)) from exc
+
+
+@dag(
+    dag_id="customer_tiering",
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Shanghai"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["tierline"],
+    default_args={
+        "owner": "data-engineering",
+        "retries": 2,
+        "retry_delay": timedelta(seconds=int(os.environ.get("TIERLINE_RETRY_DELAY_SECONDS", "120"))),
+    },
+    params={
+        "landing": Param(
+            os.environ.get("TIERLINE_LANDING", "/opt/tierline/inbox"),
+            type="string",
+            description="Folder holding <YYYY-MM-DD>/<file>.csv extract folders",
+        )
+    },
+)
+def customer_tiering():
+    @task
+    def land_extracts(**context):
+        return _run("land_extracts", **context)
+
+    @task
+    def load_raw(**context):
+        _run("load_raw", **context)
+
+    @task
+    def gate_raw(**context):
+        return _run("gate", "raw", **context)
+
+    @task
+    def dbt_staging(**context):
+        _run("build", "staging", **context)
+
+    @task
+    def gate_staging(**context):
+        return _run("gate", "staging", **context)
+
+    @task
+    def dbt_marts(**context):
+        _run("build", "marts", **context)
+
+    @task
+    def gate_marts(**context):
+        return _run("gate", "marts", **context)
+
+    @task(outlets=PUBLISHED_ASSETS)
+    def publish(**context):
+        _run("publish", **context)
+
+    @task
+    def report(**context):
+        from tierline import report as report_module
+
+        print(report_module.as_text(_run("report", **context)))
+
+    (
+        land_extracts()
+        >> load_raw()
+        >> gate_raw()
+        >> dbt_staging()
+        >> gate_staging()
+        >> dbt_marts()
+        >> gate_marts()
+        >> publish()
+        >> report()
+    )
+
+
+customer_tiering()

@@ -1,0 +1,747 @@
+"""Buy-till-you-die models: BG/NBD (purchase counts, P(alive)) and Gamma-Gamma (spend), fitted by
+plain scipy maximum likelihood.
+
+References: Fader, Hardie and Lee, "Counting Your Customers the Easy Way" (Marketing Science, 2005)
+for BG/NBD; Fader, Hardie and Lee, "RFM and CLV: Using Iso-Value Curves" (JMR, 2005) and Fader and
+Hardie's note "The Gamma-Gamma Model of Monetary Value" (2013) for Gamma-Gamma.
+
+Inputs are the per-customer calibration summary in one time unit (weeks by default):
+
+- ``frequency`` (x): number of repeat purchase days, i.e. distinct purchase days minus one;
+- ``recency`` (t_x): time from the first to the last purchase day (0 when x = 0);
+- ``T``: time from the first purchase day to the end of the calibration period;
+- ``monetary_value``: mean spend of the repeat purchase days (the first purchase is excluded).
+
+:func:`calibration_summary` is the reference implementation of that convention.
+
+Every prediction function returns finite numpy arrays: inputs are validated (a ``ValueError``
+names the offending rows) and results are clipped to their theoretical range, see each function.
+Whether a fit is usable is the caller's decision through :func:`check_fit`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import optimize, special
+
+# Log-parameter search box: wide enough for any time unit from hours to years, narrow enough that
+# exp() stays finite. A parameter ending on this box means the likelihood has no interior maximum.
+_LOG_LOWER = math.log(1e-8)
+_LOG_UPPER = math.log(1e8)
+
+# Half-width of the band around the removable singularities of the conditional-expectation closed
+# form (a = 1, and a + b + x - 1 = 0); inside it the value is interpolated linearly between the two
+# band edges, which is accurate to ~1e-8 relative while the cancellation error at the edges is ~1e-12.
+_SINGULAR_BAND = 1e-4
+
+# L-BFGS-B works on the mean log-likelihood per customer (order 1), so these are absolute tolerances
+# tight enough to pin the CDNOW estimates to 4 significant digits.
+_FTOL = 1e-14
+_GTOL = 1e-9
+# A projected gradient this small still counts as converged when the line search gives up: that
+# happens when the optimum is reached to machine precision.
+_CONVERGED_GRADIENT = 1e-5
+
+
+@dataclass(frozen=True)
+class BgNbdFit:
+    r: float
+    alpha: float
+    a: float
+    b: float
+    log_likelihood: float
+    converged: bool
+    n_customers: int
+    n_repeaters: int
+    message: str
+    iterations: int
+
+    def params(self) -> dict[str, float]:
+        return {"r": self.r, "alpha": self.alpha, "a": self.a, "b": self.b}
+
+
+@dataclass(frozen=True)
+class GammaGammaFit:
+    p: float
+    q: float
+    v: float
+    log_likelihood: float
+    converged: bool
+    n_customers: int
+    message: str
+    iterations: int
+
+    def params(self) -> dict[str, float]:
+        return {"p": self.p, "q": self.q, "v": self.v}
+
+    @property
+    def population_mean(self) -> float:
+        """Mean spend per transaction across customers, p*v/(q-1); infinite when q <= 1."""
+        return self.p * self.v / (self.q - 1.0) if self.q > 1.0 else math.inf
+
+
+# ---------------------------------------------------------------------------------------------
+# Input handling
+
+
+def _vector(name: str, values, n: int | None = None) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64).reshape(-1)
+    if n is not None and array.shape[0] != n:
+        raise ValueError(f"{name} has {array.shape[0]} values, expected {n}")
+    bad = ~np.isfinite(array)
+    if bad.any():
+        raise ValueError(f"{name}: {int(bad.sum())} non-finite value(s), first at position {int(np.argmax(bad))}")
+    return array
+
+
+def _fail_where(mask: np.ndarray, what: str) -> None:
+    if mask.any():
+        raise ValueError(f"{int(mask.sum())} row(s) {what}, first at position {int(np.argmax(mask))}")
+
+
+def _rfm_arrays(frequency, recency, T) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x = _vector("frequency", frequency)
+    t_x = _vector("recency", recency, x.shape[0])
+    age = _vector("T", T, x.shape[0])
+    _fail_where((x < 0) | (x != np.floor(x)), "with frequency not a non-negative integer")
+    _fail_where((t_x < 0) | (age < 0), "with negative recency or T")
+    _fail_where(t_x > age, "with recency greater than T")
+    _fail_where((x == 0) & (t_x != 0), "with frequency 0 but recency not 0")
+    return x, t_x, age
+
+
+def _weights(weights, n: int) -> np.ndarray:
+    if weights is None:
+        return np.ones(n)
+    w = _vector("weights", weights, n)
+    _fail_where(w < 0, "with negative weight")
+    return w
+
+
+def _unique_rows(*columns: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """The distinct rows of equal-length columns (sorted) and, per input row, its distinct row's index."""
+    n = columns[0].shape[0]
+    order = np.lexsort(columns[::-1])
+    ordered = [column[order] for column in columns]
+    new = np.zeros(n, dtype=bool)
+    new[:1] = True
+    for column in ordered:
+        new[1:] |= column[1:] != column[:-1]
+    inverse = np.empty(n, dtype=np.intp)
+    inverse[order] = np.cumsum(new) - 1
+    return [column[new] for column in ordered], inverse
+
+
+def summarise_unique(frequency, recency, T, weights=None):
+    """Collapse identical (frequency, recency, T) rows into one row each with the summed weight.
+
+    Day-granular summaries repeat a lot (every one-time buyer of the same day is the same row), so
+    fitting on the collapsed rows gives the same likelihood for less work.
+    Returns ``(frequency, recency, T, weights)`` as numpy arrays, sorted by those three columns.
+    """
+    x, t_x, age = _rfm_arrays(frequency, recency, T)
+    w = _weights(weights, x.shape[0])
+    (x, t_x, age), inverse = _unique_rows(x, t_x, age)
+    return x, t_x, age, np.bincount(inverse, weights=w, minlength=x.shape[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Fitting
+
+
+def _factorise(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.unique(values, return_inverse=True)
+
+
+class _BgNbdData:
+    """The (weighted) rows rearranged so that each likelihood evaluation costs O(unique values).
+
+    Terms that depend on x alone are evaluated once per distinct x and weighted by how many
+    customers have it; customers without repeat purchases contribute -r ln(alpha+T), summed per
+    distinct T; only repeaters need the per-row log-sum-exp.
+    """
+
+    def __init__(self, x: np.ndarray, t_x: np.ndarray, age: np.ndarray, w: np.ndarray):
+        self.total_weight = float(w.sum())
+        self.x_values, x_index = _factorise(x)
+        self.x_weight = np.bincount(x_index, weights=w, minlength=self.x_values.shape[0])
+        self.age_values, age_index = _factorise(age)
+        once = x == 0
+        self.once_age_weight = np.bincount(age_index[once], weights=w[once], minlength=self.age_values.shape[0])
+        repeat = ~once
+        self.repeat_weight = w[repeat]
+        self.repeat_x = x[repeat]
+        self.repeat_age_index = age_index[repeat]
+        self.recency_values, self.repeat_recency_index = _factorise(t_x[repeat])
+
+
+def _bgnbd_objective(theta: np.ndarray, data: _BgNbdData):
+    """Negative mean BG/NBD log-likelihood and its gradient with respect to the log-parameters.
+
+    ln L = ln G(r+x) - ln G(r) + r ln(alpha) + ln B(a, b+x) - ln B(a, b)
+           + ln[ (alpha+T)^-(r+x) + [x>0] a/(b+x-1) (alpha+t_x)^-(r+x) ]
+    with the last term as a log-sum-exp so nothing under- or overflows for large x.
+    """
+    r, alpha, a, b = np.exp(theta)
+    n, xv, xw = data.total_weight, data.x_values, data.x_weight
+    log_age = np.log(alpha + data.age_values)
+    inv_age = 1.0 / (alpha + data.age_values)
+    log_recency = np.log(alpha + data.recency_values)
+    inv_recency = 1.0 / (alpha + data.recency_values)
+
+    rx = r + data.repeat_x
+    term_alive = -rx * log_age[data.repeat_age_index]
+    term_dead = math.log(a) - np.log(b + data.repeat_x - 1.0) - rx * log_recency[data.repeat_recency_index]
+    tail = np.logaddexp(term_alive, term_dead)
+    share_alive = np.exp(term_alive - tail)
+    share_dead = np.exp(term_dead - tail)
+    rw = data.repeat_weight
+
+    ll = (xw @ (special.gammaln(r + xv) + special.gammaln(b + xv) - special.gammaln(a + b + xv))
+          + n * (-special.gammaln(r) + r * math.log(alpha) + special.gammaln(a + b) - special.gammaln(b))
+          - r * (data.once_age_weight @ log_age) + rw @ tail)
+    psi_abx = xw @ special.digamma(a + b + xv)
+    psi_ab = special.digamma(a + b)
+    d_r = (xw @ special.digamma(r + xv) + n * (math.log(alpha) - special.digamma(r))
+           - data.once_age_weight @ log_age
+           - rw @ (share_alive * log_age[data.repeat_age_index] + share_dead * log_recency[data.repeat_recency_index]))
+    d_alpha = (n * r / alpha - r * (data.once_age_weight @ inv_age)
+               - rw @ (rx * (share_alive * inv_age[data.repeat_age_index]
+                             + share_dead * inv_recency[data.repeat_recency_index])))
+    d_a = n * psi_ab - psi_abx + (rw @ share_dead) / a
+    d_b = (n * (psi_ab - special.digamma(b)) + xw @ special.digamma(b + xv) - psi_abx
+           - rw @ (share_dead / (b + data.repeat_x - 1.0)))
+    gradient = np.array([r * d_r, alpha * d_alpha, a * d_a, b * d_b])
+    return -ll / n, -gradient / n
+
+
+class _GammaGammaData:
+    """Repeat customers' (x, m) with the sums the likelihood needs precomputed; see _BgNbdData."""
+
+    def __init__(self, x: np.ndarray, m: np.ndarray, w: np.ndarray):
+        self.total_weight = float(w.sum())
+        self.x_values, x_index = _factorise(x)
+        self.x_weight = np.bincount(x_index, weights=w, minlength=self.x_values.shape[0])
+        self.w = w
+        self.wx = w * x
+        self.spend = x * m
+        log_m = np.log(m)
+        self.sum_log_m = float(w @ log_m)
+        self.sum_x_log_mx = float(self.wx @ (log_m + np.log(x)))
+
+
+def _gamma_gamma_objective(theta: np.ndarray, data: _GammaGammaData):
+    """Negative mean Gamma-Gamma log-likelihood of the mean repeat spend m (x purchases), with gradient.
+
+    ln f(m | x) = ln G(px+q) - ln G(px) - ln G(q) + q ln v + (px-1) ln m + px ln x - (px+q) ln(v + x m)
+    """
+    p, q, v = np.exp(theta)
+    n, xv, xw = data.total_weight, data.x_values, data.x_weight
+    log_total = np.log(v + data.spend)
+    inv_total = 1.0 / (v + data.spend)
+    wx_log, w_log = data.wx @ log_total, data.w @ log_total
+    psi = special.digamma(p * xv + q)
+    ll = (xw @ (special.gammaln(p * xv + q) - special.gammaln(p * xv))
+          + n * (q * math.log(v) - special.gammaln(q))
+          + p * data.sum_x_log_mx - data.sum_log_m - p * wx_log - q * w_log)
+    d_p = xw @ (xv * (psi - special.digamma(p * xv))) + data.sum_x_log_mx - wx_log
+    d_q = xw @ psi + n * (math.log(v) - special.digamma(q)) - w_log
+    d_v = n * q / v - p * (data.wx @ inv_total) - q * (data.w @ inv_total)
+    gradient = np.array([p * d_p, q * d_q, v * d_v])
+    return -ll / n, -gradient / n
+
+
+@dataclass(frozen=True)
+class _Optimum:
+    params: np.ndarray
+    log_likelihood: float
+    converged: bool
+    message: str
+    iterations: int
+
+
+def _maximise(objective, start: np.ndarray, data, names: Sequence[str]) -> _Optimum:
+    bounds = [(_LOG_LOWER, _LOG_UPPER)] * len(start)
+    with np.errstate(all="ignore"):
+        result = optimize.minimize(objective, start, args=(data,), jac=True, method="L-BFGS-B", bounds=bounds,
+                                   options={"ftol": _FTOL, "gtol": _GTOL, "maxiter": 1000})
+    params = np.exp(result.x)
+    log_likelihood = -float(result.fun) * data.total_weight
+    message = str(result.message)
+    converged = bool(result.success) or bool(np.max(np.abs(result.jac)) < _CONVERGED_GRADIENT)
+    on_edge = [name for name, value in zip(names, result.x, strict=True)
+               if min(value - _LOG_LOWER, _LOG_UPPER - value) < 1e-6]
+    if on_edge:
+        converged = False
+        message = f"{', '.join(on_edge)} ran to the search limit (no interior maximum); {message}"
+    if not (np.all(np.isfinite(params)) and math.isfinite(log_likelihood)):
+        converged = False
+        message = f"non-finite estimate; {message}"
+    return _Optimum(params, log_likelihood, converged, message, int(result.nit))
+
+
+def fit_bgnbd(frequency, recency, T, *, weights=None, collapse: bool = True) -> BgNbdFit:
+    """Maximum-likelihood BG/NBD fit (Fader, Hardie and Lee 2005).
+
+    ``weights`` counts how many customers each row stands for. With ``collapse`` (default) identical
+    rows are merged by :func:`summarise_unique` first, which leaves the estimate unchanged.
+    A fit that did not converge or ran into the search limits comes back with ``converged=False``
+    and the reason in ``message``; nothing is raised for bad data, :func:`check_fit` judges it.
+    """
+    if collapse:
+        x, t_x, age, w = summarise_unique(frequency, recency, T, weights)
+    else:
+        x, t_x, age = _rfm_arrays(frequency, recency, T)
+        w = _weights(weights, x.shape[0])
+    total_weight = float(w.sum())
+    n_customers = int(round(total_weight))
+    n_repeaters = int(round(float(w[x > 0].sum())))
+    if total_weight <= 0:
+        return BgNbdFit(math.nan, math.nan, math.nan, math.nan, math.nan, False, 0, 0, "no customers", 0)
+
+    # Start from a Poisson rate matching the observed repeat rate; the other parameters at 1.
+    rate = max(float(w @ x), 1.0) / max(float(w @ age), 1e-6)
+    start = np.log([1.0, 1.0 / rate, 1.0, 1.0])
+    best = _maximise(_bgnbd_objective, start, _BgNbdData(x, t_x, age, w), ("r", "alpha", "a", "b"))
+    r, alpha, a, b = (float(value) for value in best.params)
+    return BgNbdFit(r, alpha, a, b, best.log_likelihood, best.converged, n_customers, n_repeaters,
+                    best.message, best.iterations)
+
+
+def fit_gamma_gamma(frequency, monetary_value, *, weights=None) -> GammaGammaFit:
+    """Maximum-likelihood Gamma-Gamma fit on the customers with frequency > 0 and monetary_value > 0.
+
+    Customers without repeat purchases carry no information on spend per repeat purchase; a
+    non-positive mean spend (refunds netted in) has zero density under the model and is left out too.
+    ``n_customers`` counts the customers actually used.
+    """
+    x = _vector("frequency", frequency)
+    m = _vector("monetary_value", monetary_value, x.shape[0])
+    w = _weights(weights, x.shape[0])
+    _fail_where((x < 0) | (x != np.floor(x)), "with frequency not a non-negative integer")
+    used = (x > 0) & (m > 0) & (w > 0)
+    x, m, w = x[used], m[used], w[used]
+    total_weight = float(w.sum())
+    if total_weight <= 0:
+        return GammaGammaFit(math.nan, math.nan, math.nan, math.nan, False, 0, "no repeat customers", 0)
+
+    # Start at p=1, q=2, where the model's population mean spend p*v/(q-1) is v: the observed mean.
+    start = np.log([1.0, 2.0, float(w @ m) / total_weight])
+    best = _maximise(_gamma_gamma_objective, start, _GammaGammaData(x, m, w), ("p", "q", "v"))
+    p, q, v = (float(value) for value in best.params)
+    return GammaGammaFit(p, q, v, best.log_likelihood, best.converged, int(round(total_weight)), best.message,
+                         best.iterations)
+
+
+def check_fit(fit: BgNbdFit | GammaGammaFit, *, min_customers: int, min_repeaters: int,
+              bounds: Mapping[str, tuple[float, float]]) -> list[str]:
+    """Problems that make ``fit`` unfit for use, as sentences; an empty list means usable.
+
+    ``bounds`` maps parameter names (r, alpha, a, b / p, q, v) to inclusive (low, high) ranges; names
+    not given are not range-checked. For Gamma-Gamma every customer used is a repeater, so both
+    minimums apply to ``n_customers``.
+    """
+    params = fit.params()
+    unknown = sorted(set(bounds) - set(params))
+    if unknown:
+        raise ValueError(f"bounds name unknown parameter(s) {unknown}; {type(fit).__name__} has {sorted(params)}")
+    repeaters = fit.n_repeaters if isinstance(fit, BgNbdFit) else fit.n_customers
+    problems = []
+    if fit.n_customers < min_customers:
+        problems.append(f"only {fit.n_customers} customers, at least {min_customers} needed")
+    if repeaters < min_repeaters:
+        problems.append(f"only {repeaters} repeat customers, at least {min_repeaters} needed")
+    if not fit.converged:
+        problems.append(f"the fit did not converge: {fit.message}")
+    if not math.isfinite(fit.log_likelihood):
+        problems.append(f"log-likelihood is not finite ({fit.log_likelihood})")
+    for name, value in params.items():
+        if not math.isfinite(value) or value <= 0:
+            problems.append(f"{name} = {value} is not a positive finite number")
+        elif name in bounds and not bounds[name][0] <= value <= bounds[name][1]:
+            low, high = bounds[name]
+            problems.append(f"{name} = {value:.6g} is outside the configured range [{low:g}, {high:g}]")
+    if isinstance(fit, GammaGammaFit) and math.isfinite(fit.q) and fit.q <= 1:
+        problems.append(f"q = {fit.q:.6g} <= 1: the model's mean spend per transaction is infinite")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Predictions
+
+
+def _usable_params(fit) -> tuple[float, ...]:
+    values = tuple(fit.params().values())
+    if not all(math.isfinite(value) and value > 0 for value in values):
+        raise ValueError(f"cannot predict from a {type(fit).__name__} with parameters {fit.params()}")
+    return values
+
+
+def _log_dead_odds(r, alpha, a, b, x, t_x, age):
+    """ln of P(dropped out after the last purchase) / P(alive), given the history; -inf when x = 0."""
+    repeat = x > 0
+    bx1 = np.where(repeat, b + x - 1.0, 1.0)
+    odds = math.log(a) - np.log(bx1) + (r + x) * (np.log(alpha + age) - np.log(alpha + t_x))
+    return np.where(repeat, odds, -np.inf)
+
+
+def p_alive(fit: BgNbdFit, frequency, recency, T) -> np.ndarray:
+    """P(the customer is still active at T | x, t_x, T); 1 for customers without repeat purchases
+    (under BG/NBD a customer can only drop out right after a purchase)."""
+    r, alpha, a, b = _usable_params(fit)
+    x, t_x, age = _rfm_arrays(frequency, recency, T)
+    return special.expit(-_log_dead_odds(r, alpha, a, b, x, t_x, age))
+
+
+def _expected_if_alive(r, alpha, a, b, t, x, age):
+    """E[purchases in (T, T+t] | alive at T, x, T].
+
+    This is E_p[(1 - ((alpha+T)/(alpha+T+p t))^(r+x)) / p] with p ~ Beta(a, b+x). The FHL closed form
+    (a+b+x-1)/(a-1) [1 - ((alpha+T)/(alpha+T+t))^(r+x) 2F1(r+x, b+x; a+b+x-1; z)], z = t/(alpha+T+t),
+    multiplies an overflowing 2F1 by an underflowing power for large x (NaN already at x ~ 500).
+    Euler's transformation 2F1(A,B;C;z) = (1-z)^(C-A-B) 2F1(C-A, C-B; C; z) turns it into
+    (a+b+x-1)/(a-1) [1 - (1-z)^(a-1) 2F1(a+b-1-r, a-1; a+b+x-1; z)], whose 2F1 tends to 1 as x grows.
+    """
+    z = t / (alpha + age + t)
+
+    def closed_form(a_value):
+        c = a_value + b + x - 1.0
+        hyper = special.hyp2f1(c - r - x, a_value - 1.0, c, z)
+        return c / (a_value - 1.0) * (1.0 - np.exp((a_value - 1.0) * np.log1p(-z)) * hyper)
+
+    def interpolated(low, high):
+        at_low, at_high = closed_form(low), closed_form(high)
+        return at_low + (a - low) / (high - low) * (at_high - at_low)
+
+    if abs(a - 1.0) < _SINGULAR_BAND:
+        return interpolated(1.0 - _SINGULAR_BAND, 1.0 + _SINGULAR_BAND)
+    value = closed_form(a)
+    near_pole = np.abs(a + b + x - 1.0) < _SINGULAR_BAND
+    if np.any(near_pole):
+        value = np.where(near_pole, interpolated(a - _SINGULAR_BAND, a + _SINGULAR_BAND), value)
+    return value
+
+
+def _horizon(t) -> np.ndarray:
+    t = np.asarray(t, dtype=np.float64)
+    if not np.all(np.isfinite(t) & (t >= 0)):
+        raise ValueError("t must be finite and non-negative")
+    return t
+
+
+def _conditional_purchases(params, t, x, age, alive, pairs):
+    """expected_purchases on validated arrays; ``pairs`` = _unique_rows(x, age), used for scalar t
+    because the 2F1 (the expensive part) depends on the customer only through (x, T)."""
+    r, alpha, a, b = params
+    with np.errstate(all="ignore"):
+        if t.ndim == 0:
+            (unique_x, unique_age), inverse = pairs
+            if_alive = _expected_if_alive(r, alpha, a, b, t, unique_x, unique_age)[inverse]
+        else:
+            if_alive = _expected_if_alive(r, alpha, a, b, t, x, age)
+        expected = alive * if_alive
+    ceiling = alive * t * (r + x) / (alpha + age)
+    return np.clip(np.where(np.isfinite(expected), expected, ceiling), 0.0, ceiling)
+
+
+def expected_purchases(fit: BgNbdFit, t, frequency, recency, T) -> np.ndarray:
+    """Conditional expected number of purchases in (T, T+t] given (x, t_x, T).
+
+    ``t`` is a scalar or an array broadcastable against the customers. The result is clipped to
+    its theoretical range [0, P(alive) * t * (r+x)/(alpha+T)] (the upper end is the expected
+    Poisson count of an alive customer, who can only buy less if he drops out on the way); a value
+    the closed form still cannot produce (none known after the guards above) gets that upper end.
+    """
+    params = _usable_params(fit)
+    x, t_x, age = _rfm_arrays(frequency, recency, T)
+    t = _horizon(t)
+    alive = special.expit(-_log_dead_odds(*params, x, t_x, age))
+    pairs = _unique_rows(x, age) if t.ndim == 0 else None
+    return _conditional_purchases(params, t, x, age, alive, pairs)
+
+
+def expected_average_value(gg_fit: GammaGammaFit, frequency, monetary_value) -> np.ndarray:
+    """Conditional expected spend per transaction, p (v + x m) / (p x + q - 1).
+
+    That is a credibility-weighted mix of the population mean p v/(q-1) and the customer's own mean
+    m, so customers with x = 0 get the population mean whatever their monetary_value. Requires
+    q > 1 (otherwise the population mean is infinite: :func:`check_fit` reports it).
+    """
+    p, q, v = _usable_params(gg_fit)
+    if q <= 1:
+        raise ValueError(f"Gamma-Gamma q = {q:.6g} <= 1 has no finite expected spend")
+    x = _vector("frequency", frequency)
+    m = _vector("monetary_value", monetary_value, x.shape[0])
+    _fail_where((x < 0) | (x != np.floor(x)), "with frequency not a non-negative integer")
+    _fail_where((x > 0) & (m < 0), "with a negative monetary_value")
+    own = np.where(x > 0, m, 0.0)
+    return p * (v + x * own) / (p * x + q - 1.0)
+
+
+def clv(bg: BgNbdFit, gg: GammaGammaFit, frequency, recency, T, monetary_value, *, horizon_periods: int,
+        discount_rate_per_period: float, step: float = 1.0) -> np.ndarray:
+    """Discounted customer lifetime value over ``horizon_periods`` periods of ``step`` model time units.
+
+    For period k the expected purchases in ((k-1) step, k step] after T, times the expected spend per
+    purchase, are discounted by (1 + rate)^k, as lifetimes' ``customer_lifetime_value`` does (there,
+    step = 4.345 weeks for monthly periods with a weekly model).
+    """
+    if horizon_periods < 0 or not (discount_rate_per_period > -1 and math.isfinite(discount_rate_per_period)):
+        raise ValueError("horizon_periods must be >= 0 and discount_rate_per_period finite and > -1")
+    if not (step > 0 and math.isfinite(step)):
+        raise ValueError("step must be positive and finite")
+    value = expected_average_value(gg, frequency, monetary_value)
+    params = _usable_params(bg)
+    x, t_x, age = _rfm_arrays(frequency, recency, T)
+    alive = special.expit(-_log_dead_odds(*params, x, t_x, age))
+    pairs = _unique_rows(x, age)
+    total = np.zeros_like(value)
+    previous = np.zeros_like(value)
+    for period in range(1, horizon_periods + 1):
+        cumulative = _conditional_purchases(params, _horizon(period * step), x, age, alive, pairs)
+        # Each horizon is clipped on its own, so rounding could make an increment slightly negative.
+        total += value * np.maximum(cumulative - previous, 0.0) / (1.0 + discount_rate_per_period) ** period
+        previous = cumulative
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration summary and holdout validation
+
+
+def _day(value) -> pd.Timestamp:
+    return pd.Timestamp(value).normalize()
+
+
+def _purchase_days(transactions: pd.DataFrame) -> pd.DataFrame:
+    """One row per customer and purchase day, amounts summed: same-day orders are one transaction."""
+    missing = {"customer_id", "date", "amount"} - set(transactions.columns)
+    if missing:
+        raise ValueError(f"transactions lack column(s) {sorted(missing)}")
+    frame = pd.DataFrame({
+        "customer_id": transactions["customer_id"].to_numpy(),
+        "day": pd.to_datetime(transactions["date"]).dt.normalize().to_numpy(),
+        "amount": pd.to_numeric(transactions["amount"]).to_numpy(dtype=np.float64),
+    })
+    return frame.groupby(["customer_id", "day"], as_index=False, sort=True)["amount"].sum()
+
+
+def _summarise_days(days: pd.DataFrame, calibration_start, calibration_end, time_unit_days: float) -> pd.DataFrame:
+    start = None if calibration_start is None else _day(calibration_start)
+    end = _day(calibration_end)
+    if start is not None and start > end:
+        raise ValueError(f"calibration_start {start.date()} is after calibration_end {end.date()}")
+    if not time_unit_days > 0:
+        raise ValueError("time_unit_days must be positive")
+    first = days.groupby("customer_id", sort=True)["day"].min()
+    cohort = first[(first <= end) if start is None else (first >= start) & (first <= end)]
+    calibration = days[days["customer_id"].isin(cohort.index) & (days["day"] <= end)]
+    grouped = calibration.groupby("customer_id", sort=True)
+    first_day = grouped["day"].min()
+    first_amount = calibration.loc[grouped["day"].idxmin(), ["customer_id", "amount"]].set_index("customer_id")["amount"]
+    frequency = grouped.size() - 1
+    repeat_spend = grouped["amount"].sum() - first_amount
+    summary = pd.DataFrame({
+        "frequency": frequency.astype(np.int64),
+        "recency": (grouped["day"].max() - first_day).dt.days / time_unit_days,
+        "T": (end - first_day).dt.days / time_unit_days,
+        "monetary_value": (repeat_spend / frequency.where(frequency > 0)).fillna(0.0),
+        "first_purchase": first_day,
+    })
+    summary.index.name = "customer_id"
+    return summary
+
+
+def calibration_summary(transactions: pd.DataFrame, calibration_start, calibration_end,
+                        time_unit_days: float = 7) -> pd.DataFrame:
+    """Per-customer (frequency, recency, T, monetary_value) for the BTYD models, plus first_purchase.
+
+    The convention (the same as ``lifetimes.utils.summary_data_from_transaction_data`` with daily
+    periods and ``observation_period_end = calibration_end``, divided by ``time_unit_days``):
+
+    - purchases are counted per calendar day, amounts of the same customer and day summed;
+    - the cohort is the customers whose first purchase day in ``transactions`` lies in
+      [calibration_start, calibration_end] (``calibration_start=None``: no lower limit); customers
+      who bought before calibration_start are left out rather than given a truncated history;
+    - only purchase days <= calibration_end count;
+    - frequency = number of purchase days - 1;
+    - recency = (last purchase day - first purchase day) in days / time_unit_days;
+    - T = (calibration_end - first purchase day) in days / time_unit_days (calibration_end itself is
+      not counted as an extra day: a first purchase on calibration_end gives T = 0);
+    - monetary_value = (total spend - spend of the first day) / frequency; 0 when frequency = 0.
+    """
+    return _summarise_days(_purchase_days(transactions), calibration_start, calibration_end, time_unit_days)
+
+
+_GROUP_CAP = 7
+
+
+@dataclass(frozen=True)
+class HoldoutReport:
+    """Predicted vs actual repeat purchases in a holdout period, by calibration frequency."""
+
+    table: pd.DataFrame
+    customers: pd.DataFrame
+    bgnbd: BgNbdFit
+    gamma_gamma: GammaGammaFit
+    calibration_start: pd.Timestamp | None
+    calibration_end: pd.Timestamp
+    holdout_end: pd.Timestamp
+    time_unit_days: float
+    horizon: float
+
+    @property
+    def total_actual(self) -> float:
+        return float(self.table.loc["total", "actual"])
+
+    @property
+    def total_predicted(self) -> float:
+        return float(self.table.loc["total", "predicted"])
+
+    def write(self, out_dir) -> list[Path]:
+        """Write holdout.csv (the table), holdout.md (fits and table) and holdout.png (the plot)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        csv_path, md_path, png_path = out / "holdout.csv", out / "holdout.md", out / "holdout.png"
+        self.table.to_csv(csv_path, float_format="%.6g")
+        md_path.write_text(self._markdown(), encoding="utf-8")
+        self._plot(png_path)
+        return [csv_path, md_path, png_path]
+
+    def _markdown(self) -> str:
+        unit = f"{self.time_unit_days:g}-day periods"
+        start = "the first purchase" if self.calibration_start is None else self.calibration_start.date()
+        bg, gg = self.bgnbd, self.gamma_gamma
+        error = self.total_predicted / self.total_actual - 1.0 if self.total_actual else math.nan
+        lines = [
+            "# BTYD holdout validation",
+            "",
+            f"Calibration {start} .. {self.calibration_end.date()}, holdout to {self.holdout_end.date()} "
+            f"({self.horizon:.4g} {unit}).",
+            "",
+            f"- BG/NBD: r = {bg.r:.4f}, alpha = {bg.alpha:.4f}, a = {bg.a:.4f}, b = {bg.b:.4f}, "
+            f"log-likelihood {bg.log_likelihood:.2f}, {bg.n_customers} customers, converged {bg.converged}",
+            f"- Gamma-Gamma: p = {gg.p:.4f}, q = {gg.q:.4f}, v = {gg.v:.4f}, "
+            f"log-likelihood {gg.log_likelihood:.2f}, {gg.n_customers} repeat customers, converged {gg.converged}",
+            f"- Repeat purchases in the holdout: actual {self.total_actual:.0f}, predicted "
+            f"{self.total_predicted:.1f} ({error:+.1%})",
+            "",
+        ]
+        columns = ["group", *self.table.columns]
+        lines.append("| " + " | ".join(columns) + " |")
+        lines.append("|" + "---|" * len(columns))
+        for group, row in self.table.iterrows():
+            cells = [str(group)] + [f"{value:.4g}" if isinstance(value, float) else str(value) for value in row]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+    def _plot(self, path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        groups = self.table.drop(index="total")
+        figure, axis = plt.subplots(figsize=(7, 4.5))
+        positions = np.arange(len(groups))
+        axis.plot(positions, groups["actual_mean"], marker="o", label="actual")
+        axis.plot(positions, groups["predicted_mean"], marker="s", linestyle="--", label="BG/NBD")
+        axis.set_xticks(positions, groups.index)
+        axis.set_xlabel("repeat purchases in calibration")
+        axis.set_ylabel(f"mean repeat purchases in holdout ({self.horizon:.4g} periods)")
+        axis.set_title(f"Holdout: actual {self.total_actual:.0f}, predicted {self.total_predicted:.0f}")
+        axis.legend()
+        figure.tight_layout()
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+
+
+def holdout_report(transactions: pd.DataFrame, *, calibration_start, calibration_end, holdout_end,
+                   time_unit_days: float = 7) -> HoldoutReport:
+    """Fit on the calibration period and compare predicted with actual repeat purchase days in
+    (calibration_end, holdout_end], in total and by calibration frequency (0..6, 7+)."""
+    end, last = _day(calibration_end), _day(holdout_end)
+    if last <= end:
+        raise ValueError(f"holdout_end {last.date()} must be after calibration_end {end.date()}")
+    days = _purchase_days(transactions)
+    summary = _summarise_days(days, calibration_start, end, time_unit_days)
+    if summary.empty:
+        raise ValueError("no customer has a first purchase in the calibration period")
+    bg = fit_bgnbd(summary["frequency"], summary["recency"], summary["T"])
+    gg = fit_gamma_gamma(summary["frequency"], summary["monetary_value"])
+    horizon = (last - end).days / time_unit_days
+
+    in_holdout = days[(days["day"] > end) & (days["day"] <= last)]
+    customers = summary[["frequency", "recency", "T"]].copy()
+    customers["actual"] = in_holdout.groupby("customer_id").size().reindex(customers.index, fill_value=0)
+    customers["predicted"] = expected_purchases(bg, horizon, customers["frequency"], customers["recency"],
+                                                customers["T"])
+    labels = [str(k) for k in range(_GROUP_CAP)] + [f"{_GROUP_CAP}+"]
+    customers["group"] = pd.Categorical(
+        np.array(labels)[np.minimum(customers["frequency"].to_numpy(), _GROUP_CAP)], categories=labels)
+    grouped = customers.groupby("group", observed=False)
+    table = pd.DataFrame({
+        "customers": grouped.size(),
+        "actual": grouped["actual"].sum().astype(float),
+        "predicted": grouped["predicted"].sum(),
+    })
+    table.loc["total"] = [len(customers), float(customers["actual"].sum()), float(customers["predicted"].sum())]
+    table["customers"] = table["customers"].astype(np.int64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        table["actual_mean"] = table["actual"] / table["customers"]
+        table["predicted_mean"] = table["predicted"] / table["customers"]
+    table.index = pd.Index([str(label) for label in table.index], name="group")
+    start = None if calibration_start is None else _day(calibration_start)
+    return HoldoutReport(table, customers, bg, gg, start, end, last, float(time_unit_days), horizon)
+
+
+def read_cdnow(path) -> pd.DataFrame:
+    """Read the CDNOW whitespace format (master id, sample id, yyyymmdd, CDs, dollars) as
+    customer_id (the sample id), date, amount."""
+    raw = pd.read_csv(path, sep=r"\s+", header=None, names=["master_id", "customer_id", "date", "cds", "amount"],
+                      dtype={"master_id": str, "customer_id": np.int64, "date": str, "cds": np.int64,
+                             "amount": np.float64})
+    return pd.DataFrame({
+        "customer_id": raw["customer_id"],
+        "date": pd.to_datetime(raw["date"], format="%Y%m%d"),
+        "amount": raw["amount"],
+    })
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tierline.btyd", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    holdout = commands.add_parser("holdout", help="validate BG/NBD on a holdout period and write a report")
+    holdout.add_argument("--transactions", required=True, type=Path, help="CDNOW-format transaction file")
+    holdout.add_argument("--out", required=True, type=Path, help="folder for holdout.csv/.md/.png")
+    holdout.add_argument("--calibration-start", default="1997-01-01")
+    holdout.add_argument("--calibration-end", default="1997-09-30")
+    holdout.add_argument("--holdout-end", default="1998-06-30")
+    holdout.add_argument("--time-unit-days", type=float, default=7.0)
+    args = parser.parse_args(argv)
+
+    report = holdout_report(read_cdnow(args.transactions), calibration_start=args.calibration_start,
+                            calibration_end=args.calibration_end, holdout_end=args.holdout_end,
+                            time_unit_days=args.time_unit_days)
+    files = report.write(args.out)
+    print(json.dumps({
+        "bgnbd": asdict(report.bgnbd),
+        "gamma_gamma": asdict(report.gamma_gamma),
+        "holdout_actual": report.total_actual,
+        "holdout_predicted": round(report.total_predicted, 2),
+        "files": [str(path) for path in files],
+    }, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

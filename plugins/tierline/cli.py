@@ -1,0 +1,167 @@
+"""Command line for operators: ``python -m tierline.cli run|demo|airflow-env``.
+
+``run`` executes the real ``customer_tiering`` DAG for one date with ``airflow dags test`` (no
+scheduler needed) against the configured or embedded warehouse, and exits 0 only when the run
+published; otherwise it prints the failing task's reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+from tierline import settings, warehouse
+
+DAG_ID = "customer_tiering"
+
+
+def airflow_environ() -> dict[str, str]:
+    """Environment for a local Airflow: its state under $TIERLINE_HOME, this checkout's DAGs."""
+    home = settings.home()
+    airflow_home = home / "airflow"
+    airflow_home.mkdir(parents=True, exist_ok=True)
+    url = warehouse.url()
+    env = {
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(settings.PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(settings.PROJECT_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__PARALLELISM": "2",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(airflow_home / "logs"),
+        "AIRFLOW_CONN_TIERLINE_WAREHOUSE": url,
+        "TIERLINE_HOME": str(home),
+        "TIERLINE_RETRY_DELAY_SECONDS": os.environ.get("TIERLINE_RETRY_DELAY_SECONDS", "120"),
+        "GX_ANALYTICS_ENABLED": "False",
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(settings.PROJECT_ROOT / "plugins"),
+                                                    os.environ.get("PYTHONPATH")])),
+    }
+    if os.environ.get(warehouse.ENV_URL):
+        env[warehouse.ENV_URL] = os.environ[warehouse.ENV_URL]
+    return env
+
+
+def _airflow(args: list[str], env: dict[str, str], log_path: Path | None = None) -> int:
+    binary = str(Path(sys.executable).with_name("airflow"))
+    full_env = {**os.environ, **env}
+    if log_path is None:
+        return subprocess.run([binary, *args], env=full_env).returncode
+    with log_path.open("w") as log:
+        return subprocess.run([binary, *args], env=full_env, stdout=log, stderr=subprocess.STDOUT).returncode
+
+
+def ensure_airflow_db(env: dict[str, str]) -> None:
+    import airflow
+
+    stamp = Path(env["AIRFLOW_HOME"]) / f".migrated-{airflow.__version__}"
+    if stamp.exists():
+        return
+    log = Path(env["AIRFLOW_HOME"]) / "db-migrate.log"
+    if _airflow(["db", "migrate"], env, log) != 0:
+        raise SystemExit(f"airflow db migrate failed; see {log}")
+    stamp.touch()
+
+
+def _latest_run_dir(as_of: date, since: float) -> Path | None:
+    day = settings.runs_dir() / as_of.isoformat()
+    candidates = [p for p in day.glob("*") if p.is_dir() and p.stat().st_mtime >= since - 1] if day.exists() else []
+    return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def run(landing: Path, as_of: date, *, quiet: bool = False) -> int:
+    """Run the DAG for one date; return 0 only when the run published."""
+    env = airflow_environ()
+    ensure_airflow_db(env)
+    logs = settings.home() / "logs"
+    logs.mkdir(exist_ok=True)
+    log_path = logs / f"{DAG_ID}_{as_of.isoformat()}.log"
+    started = time.time()
+    conf = json.dumps({"landing": str(Path(landing).resolve())})
+    code = _airflow(["dags", "test", DAG_ID, as_of.isoformat(), "-c", conf], env, log_path)
+    run_dir = _latest_run_dir(as_of, started)
+    summary = run_dir / "summary.txt" if run_dir else None
+    if code == 0 and summary and summary.exists():
+        if not quiet:
+            print(summary.read_text().rstrip())
+        return 0
+    print(f"tierline run for {as_of} did NOT publish (airflow exit code {code}).", file=sys.stderr)
+    failure = run_dir / "failure.json" if run_dir else None
+    if failure and failure.exists():
+        record = json.loads(failure.read_text())
+        print(f"  failed task: {record['stage']}\n  reason: {record['error']}", file=sys.stderr)
+    else:
+        print("  the DAG did not get to run a stage; see the Airflow log below", file=sys.stderr)
+    print(f"  Airflow log: {log_path}", file=sys.stderr)
+    if run_dir:
+        print(f"  run folder: {run_dir}", file=sys.stderr)
+    return 1 if code == 0 else code
+
+
+def demo(customers: int, days: int, seed: int) -> int:
+    from tierline import generate
+
+    landing = settings.home() / "demo" / "landing"
+    start = date(2026, 11, 1)
+    marker = landing / f".generated-{customers}-{days}-{seed}"
+    if not marker.exists():
+        print(f"generating sample extracts: {customers:,} customers, {days} extract days -> {landing}")
+        generate.generate(landing, customers=customers, days=days, seed=seed, start_date=start)
+        marker.touch()
+    for offset in range(days):
+        as_of = start + timedelta(days=offset)
+        print(f"\n== running {DAG_ID} for {as_of} ==")
+        code = run(landing, as_of)
+        if code != 0:
+            return code
+    url = warehouse.redacted(warehouse.url())
+    print(f"""
+Where the results are
+  warehouse:  {url}
+  tables:     analytics.customer_value, customer_tier, customer_lifecycle, tier_history
+              (each snapshot table has a *_latest view; analytics.publication_log lists runs)
+  quarantine: raw.quarantine (file, line, raw text, reason)
+  reports:    {settings.runs_dir()}/<date>/<run id>/report.html
+  query:      psql {shlex.quote(warehouse.url())} -c 'select tier, count(*) from analytics.customer_tier_latest group by 1'
+""")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tierline")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="run the DAG for one date")
+    run_p.add_argument("--landing", required=True, type=Path)
+    run_p.add_argument("--as-of", required=True, type=date.fromisoformat)
+    demo_p = sub.add_parser("demo", help="generate sample extracts and run every date")
+    demo_p.add_argument("--customers", type=int, default=5000)
+    demo_p.add_argument("--days", type=int, default=3)
+    demo_p.add_argument("--seed", type=int, default=7)
+    sub.add_parser("airflow-env", help="print the environment of the local Airflow as shell exports")
+    sub.add_parser("warehouse-url", help="print the warehouse URL (starting the embedded one if needed)")
+    args = parser.parse_args(argv)
+
+    if args.command == "run":
+        return run(args.landing, args.as_of)
+    if args.command == "demo":
+        return demo(args.customers, args.days, args.seed)
+    if args.command == "airflow-env":
+        for key, value in airflow_environ().items():
+            print(f"export {key}={shlex.quote(value)}")
+        return 0
+    if args.command == "warehouse-url":
+        print(warehouse.url())
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

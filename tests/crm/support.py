@@ -1,0 +1,45 @@
+"""Helpers shared by the CRM tests."""
+
+from __future__ import annotations
+
+import requests
+
+ID_FIELD = "Tierline_Customer_Id"
+MODULE = "Contacts"
+
+
+def contact(number: int, **fields) -> dict:
+    return {ID_FIELD: f"C{number:05d}", "Last_Name": f"Customer {number}", "VIP_Tier": "Silver", **fields}
+
+
+def load(connector, count: int, start: int = 0) -> list:
+    results = []
+    for first in range(start, start + count, 100):
+        batch = [contact(n) for n in range(first, min(first + 100, start + count))]
+        results.extend(connector.upsert(MODULE, batch, ID_FIELD))
+    assert all(r.ok for r in results)
+    return results
+
+
+class FakeSleep:
+    """Records the waits instead of waiting."""
+
+    def __init__(self):
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+class RecordingSession(requests.Session):
+    """A real session that remembers every Authorization header it sent."""
+
+    def __init__(self):
+        super().__init__()
+        self.authorizations: list[str] = []
+
+    def request(self, method, url, **kwargs):
+        authorization = (kwargs.get("headers") or {}).get("Authorization")
+        if authorization:
+            self.authorizations.append(authorization)
+        return super().request(method, url, **kwargs)
