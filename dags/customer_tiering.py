@@ -25,6 +25,7 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Asset, Param, dag, task
+
 from tierline.assets import PUBLISHED_TABLES, asset_uri
 
 PUBLISHED_ASSETS = [Asset(asset_uri(table), extra={"table": f"analytics.{table}"}) for table in PUBLISHED_TABLES]
@@ -33,6 +34,7 @@ PUBLISHED_ASSETS = [Asset(asset_uri(table), extra={"table": f"analytics.{table}"
 def _run(stage: str, *args, **context):
     """Run one stage of tierline.pipeline for this DAG run, failing fast on data errors."""
     from airflow.sdk.exceptions import AirflowFailException
+
     from tierline import pipeline
     from tierline.errors import TierlineError
 

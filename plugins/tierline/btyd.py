@@ -313,8 +313,12 @@ def fit_bgnbd(frequency, recency, T, *, weights=None, collapse: bool = True) -> 
     start = np.log([1.0, 1.0 / rate, 1.0, 1.0])
     best = _maximise(_bgnbd_objective, start, _BgNbdData(x, t_x, age, w), ("r", "alpha", "a", "b"))
     r, alpha, a, b = (float(value) for value in best.params)
-    return BgNbdFit(r, alpha, a, b, best.log_likelihood, best.converged, n_customers, n_repeaters,
-                    best.message, best.iterations)
+    converged, message = best.converged, best.message
+    if n_repeaters == 0:
+        # Without a single repeat purchase the likelihood does not depend on a and b at all.
+        converged, message = False, f"no repeat purchases: a and b are not identified; {message}"
+    return BgNbdFit(r, alpha, a, b, best.log_likelihood, converged, n_customers, n_repeaters, message,
+                    best.iterations)
 
 
 def fit_gamma_gamma(frequency, monetary_value, *, weights=None) -> GammaGammaFit:

@@ -68,7 +68,7 @@ class FileLoad:
 # Reading a file's shape
 
 
-def detect_encoding(path: Path) -> str:
+def detect_encoding(path: Path, name: str) -> str:
     """UTF-8 (with or without BOM) when the whole file decodes as such, else GB18030."""
     with path.open("rb") as handle:
         head = handle.read(3)
@@ -89,7 +89,7 @@ def detect_encoding(path: Path) -> str:
         except UnicodeDecodeError as exc:
             failure = offset + exc.start
     raise ExtractError(
-        f"{path.name}: cannot decode as {' or '.join(candidates)} (first bad byte at offset {failure}); "
+        f"{name}: cannot decode as {' or '.join(candidates)} (first bad byte at offset {failure}); "
         "re-export the file as UTF-8 or GB18030"
     )
 
@@ -108,7 +108,7 @@ def inspect_file(path: Path, entity: contract.Entity) -> FileFormat:
     """Check that a file is readable under the contract; raise ExtractError naming the problem."""
     if path.stat().st_size == 0:
         raise ExtractError(f"{entity.file_name}: the file is empty (no header line)")
-    encoding = detect_encoding(path)
+    encoding = detect_encoding(path, entity.file_name)
     first_line, tail = _read_head_and_tail(path, encoding)
     header = next(csv.reader([first_line.lstrip("\ufeff").rstrip("\r\n")]))
     names = [h.strip().strip("\u3000").lower() for h in header]
@@ -231,7 +231,7 @@ def _value(position: int | None) -> sql.Composable:
     """The trimmed field at a position, with '' and NULL as null."""
     if position is None:
         return sql.SQL("null::text")
-    raw = sql.SQL("btrim(f[{}], E' \\t')").format(sql.Literal(position))
+    raw = sql.SQL("btrim(_f[{}], E' \\t')").format(sql.Literal(position))
     return sql.SQL("case when upper({raw}) in ('', 'NULL') then null else {raw} end").format(raw=raw)
 
 
@@ -240,9 +240,9 @@ def _checks(entity: contract.Entity, fmt: FileFormat, as_of: date) -> list[sql.C
     ident = sql.Identifier
     n_fields = len(fmt.header)
     checks: list[sql.Composable] = [
-        sql.SQL("case when f is null and coalesce(line, '') = '' then 'blank line' end"),
-        sql.SQL("case when f is null then 'malformed CSV quoting' end"),
-        sql.SQL("case when cardinality(f) <> {n} then format('expected %s fields, found %s', {n}, cardinality(f)) end")
+        sql.SQL("case when _f is null and coalesce(_line, '') = '' then 'blank line' end"),
+        sql.SQL("case when _f is null then 'malformed CSV quoting' end"),
+        sql.SQL("case when cardinality(_f) <> {n} then format('expected %s fields, found %s', {n}, cardinality(_f)) end")
         .format(n=_lit(n_fields)),
     ]
     for name in entity.key:
@@ -304,8 +304,8 @@ def load_file(conn, entity: contract.Entity, path: Path, sha256: str, as_of: dat
     ident = sql.Identifier
     fmt = inspect_file(path, entity)
     conn.execute("drop table if exists tl_lines, tl_checked")
-    conn.execute("create temp table tl_lines (line_no bigint generated always as identity (start with 2), line text)")
-    copy = sql.SQL("copy tl_lines (line) from stdin with ({opts}, encoding {enc})").format(
+    conn.execute("create temp table tl_lines (_line_no bigint generated always as identity (start with 2), _line text)")
+    copy = sql.SQL("copy tl_lines (_line) from stdin with ({opts}, encoding {enc})").format(
         opts=sql.SQL(LINE_COPY_OPTIONS), enc=_lit(PG_ENCODING[fmt.encoding]))
     with conn.cursor().copy(copy) as stream, path.open("rb") as handle:
         while chunk := handle.read(CHUNK):
@@ -334,23 +334,23 @@ def load_file(conn, entity: contract.Entity, path: Path, sha256: str, as_of: dat
         """
         create temp table tl_checked as
         with parsed as (
-            select line_no, line,
-                   case when line is null or line = '' then null
-                        when strpos(line, '"') = 0 then string_to_array(line, ',')
-                        when line ~ {csv_line} then raw.tl_csv_fields(line)
-                   end as f
+            select _line_no, _line,
+                   case when _line is null or _line = '' then null
+                        when strpos(_line, '"') = 0 then string_to_array(_line, ',')
+                        when _line ~ {csv_line} then raw.tl_csv_fields(_line)
+                   end as _f
             from tl_lines
         ), valued as (
-            select line_no, line, f, {values} from parsed
+            select _line_no, _line, _f, {values} from parsed
         ), first_check as (
-            select *, coalesce({checks}) as reason0 from valued
+            select *, coalesce({checks}) as _reason0 from valued
         ), conflicting as (
-            select {key} from first_check where reason0 is null
+            select {key} from first_check where _reason0 is null
             group by {key} having count(distinct {content}) > 1
         )
-        select c.*, coalesce(c.reason0,
+        select c.*, coalesce(c._reason0,
                              case when d.conflict then 'duplicate key with different content in this file' end,
-                             {fk_checks}) as reason
+                             {fk_checks}) as _reason
         from first_check c
         left join (select {key}, true as conflict from conflicting) d using ({key})
         {joins}
@@ -363,12 +363,12 @@ def load_file(conn, entity: contract.Entity, path: Path, sha256: str, as_of: dat
     typed = sql.SQL(", ").join(_typed(c) for c in entity.columns)
     loaded = conn.execute(sql.SQL(
         "insert into {s}.{t} ({cols}, _extract_date, _line_no, _file_sha256) "
-        "select {typed}, {d}, line_no, {sha} from tl_checked where reason is null"
+        "select {typed}, {d}, _line_no, {sha} from tl_checked where _reason is null"
     ).format(s=ident(RAW), t=ident(entity.name), cols=target_columns, typed=typed, d=_lit(as_of),
              sha=_lit(sha256))).rowcount
     quarantined = conn.execute(sql.SQL(
         "insert into raw.quarantine (extract_date, file, line_no, raw_text, reason, run_id) "
-        "select {d}, {f}, line_no, line, reason, {r} from tl_checked where reason is not null"
+        "select {d}, {f}, _line_no, _line, _reason, {r} from tl_checked where _reason is not null"
     ).format(d=_lit(as_of), f=_lit(entity.file_name), r=_lit(run_id))).rowcount
     read = conn.execute("select count(*) from tl_lines").fetchone()[0]
     soft = _soft_reference_misses(conn, entity, as_of)
