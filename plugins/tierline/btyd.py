@@ -400,7 +400,7 @@ def _log_dead_odds(r, alpha, a, b, x, t_x, age):
 
 def p_alive(fit: BgNbdFit, frequency, recency, T) -> np.ndarray:
     """P(the customer is still active at T | x, t_x, T); 1 for customers without repeat purchases
-    (under BG/NBD a customer can only drop out right after a purchase)."""
+    (under BG/NBD a customer can only drop out right after a repeat purchase)."""
     r, alpha, a, b = _usable_params(fit)
     x, t_x, age = _rfm_arrays(frequency, recency, T)
     return special.expit(-_log_dead_odds(r, alpha, a, b, x, t_x, age))
@@ -411,7 +411,8 @@ def _expected_if_alive(r, alpha, a, b, t, x, age):
 
     This is E_p[(1 - ((alpha+T)/(alpha+T+p t))^(r+x)) / p] with p ~ Beta(a, b+x). The FHL closed form
     (a+b+x-1)/(a-1) [1 - ((alpha+T)/(alpha+T+t))^(r+x) 2F1(r+x, b+x; a+b+x-1; z)], z = t/(alpha+T+t),
-    multiplies an overflowing 2F1 by an underflowing power for large x (NaN already at x ~ 500).
+    multiplies an overflowing 2F1 by an underflowing power for large x (NaN for x in the hundreds once
+    t is long compared with T).
     Euler's transformation 2F1(A,B;C;z) = (1-z)^(C-A-B) 2F1(C-A, C-B; C; z) turns it into
     (a+b+x-1)/(a-1) [1 - (1-z)^(a-1) 2F1(a+b-1-r, a-1; a+b+x-1; z)], whose 2F1 tends to 1 as x grows.
     """
@@ -462,8 +463,9 @@ def expected_purchases(fit: BgNbdFit, t, frequency, recency, T) -> np.ndarray:
 
     ``t`` is a scalar or an array broadcastable against the customers. The result is clipped to
     its theoretical range [0, P(alive) * t * (r+x)/(alpha+T)] (the upper end is the expected
-    Poisson count of an alive customer, who can only buy less if he drops out on the way); a value
-    the closed form still cannot produce (none known after the guards above) gets that upper end.
+    Poisson count of an alive customer, who can only buy less if he drops out on the way); should
+    the closed form ever still produce a non-finite value (no such input is known), that row gets the
+    upper end.
     """
     params = _usable_params(fit)
     x, t_x, age = _rfm_arrays(frequency, recency, T)
@@ -569,8 +571,9 @@ def calibration_summary(transactions: pd.DataFrame, calibration_start, calibrati
                         time_unit_days: float = 7) -> pd.DataFrame:
     """Per-customer (frequency, recency, T, monetary_value) for the BTYD models, plus first_purchase.
 
-    The convention (the same as ``lifetimes.utils.summary_data_from_transaction_data`` with daily
-    periods and ``observation_period_end = calibration_end``, divided by ``time_unit_days``):
+    The convention is that of ``lifetimes.utils.summary_data_from_transaction_data`` with daily
+    periods and ``observation_period_end = calibration_end``, times divided by ``time_unit_days``
+    (the tests check it against lifetimes' CDNOW summary); the SQL summary must follow it too:
 
     - purchases are counted per calendar day, amounts of the same customer and day summed;
     - the cohort is the customers whose first purchase day in ``transactions`` lies in
@@ -640,11 +643,12 @@ class HoldoutReport:
             f"{self.total_predicted:.1f} ({error:+.1%})",
             "",
         ]
-        columns = ["group", *self.table.columns]
-        lines.append("| " + " | ".join(columns) + " |")
-        lines.append("|" + "---|" * len(columns))
+        formats = {"customers": "{:.0f}", "actual": "{:.0f}", "predicted": "{:.1f}",
+                   "actual_mean": "{:.3f}", "predicted_mean": "{:.3f}"}
+        lines.append("| group | " + " | ".join(formats) + " |")
+        lines.append("|---" * (len(formats) + 1) + "|")
         for group, row in self.table.iterrows():
-            cells = [str(group)] + [f"{value:.4g}" if isinstance(value, float) else str(value) for value in row]
+            cells = [group] + [fmt.format(row[column]) for column, fmt in formats.items()]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 

@@ -49,8 +49,7 @@ def _summarise_failures(run_results: dict) -> list[str]:
     return lines
 
 
-def build(layer: str, *, warehouse_url: str, dbt_vars: dict, build_schema: str, run_dir: Path,
-          select: list[str] | None = None) -> DbtResult:
+def build(layer: str, *, warehouse_url: str, dbt_vars: dict, build_schema: str, run_dir: Path) -> DbtResult:
     from dbt.cli.main import dbtRunner
 
     os.environ.update(warehouse.dbt_env(warehouse_url))
@@ -59,7 +58,7 @@ def build(layer: str, *, warehouse_url: str, dbt_vars: dict, build_schema: str, 
     target = settings.home() / "dbt_target"
     args = [
         "build",
-        "--select", *(select or LAYERS[layer]),
+        "--select", *LAYERS[layer],
         "--vars", json.dumps(dbt_vars, ensure_ascii=False, default=str),
         "--project-dir", str(settings.DBT_PROJECT_DIR),
         "--profiles-dir", str(settings.DBT_PROJECT_DIR),

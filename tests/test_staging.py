@@ -1,0 +1,53 @@
+"""dbt staging against real PostgreSQL: cleaning and upsert semantics of the extract contract."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from tierline import config, dbt, warehouse
+from tierline.pipeline import RunContext, run_folder
+
+from .test_load import run_load
+
+DAY1, DAY2 = date(2026, 11, 1), date(2026, 11, 2)
+HEADER = "customer_id,customer_name,customer_type,phone,email,created_at,updated_at\n"
+
+
+def build_staging(url: str, as_of: date, tmp_path) -> None:
+    cfg = config.load()
+    ctx = RunContext(as_of, "test", tmp_path, url, cfg, run_folder(as_of, f"staging-{tmp_path.name}"))
+    dbt.build("staging", warehouse_url=url, dbt_vars=ctx.dbt_vars(), build_schema="tierline_build",
+              run_dir=ctx.run_dir)
+
+
+def test_staging_cleans_phones_names_and_emails_and_keeps_the_newest_version(tmp_path, warehouse_url):
+    run_load(tmp_path, warehouse_url, {"crm_customers.csv": HEADER + (
+        "C1, ZHANG\u3000San ,individual,+86 138-0013-8000, Foo@Bar.COM ,2025-01-01,2025-01-01\n"
+        "C2,李四,individual,８６１３８００１３８００１,NULL,2025-01-01,2025-01-01\n"
+        "C3,Ｗａｎｇ  Wu,enterprise,010-12345678,,2025-01-01,2025-01-01\n"
+        "C4,赵六,individual,0086 139 0000 0000,a@b.cn,2025-01-01,2025-06-01\n"
+    )}, DAY1)
+    run_load(tmp_path, warehouse_url, {"crm_customers.csv": HEADER + (
+        # a newer version of C1 wins; an older version of C4 re-sent later does not
+        "C1,Zhang San,enterprise,13800138000,zhang@example.com,2025-01-01,2026-11-02 09:00:00\n"
+        "C4,赵六 (old),individual,,,2025-01-01,2025-03-01\n"
+    )}, DAY2)
+
+    build_staging(warehouse_url, DAY1, tmp_path)
+    with warehouse.connect(warehouse_url) as conn:
+        rows = {r[0]: r[1:] for r in conn.execute(
+            "select customer_id, customer_name, customer_type, phone_e164, has_unparsed_phone, email "
+            "from staging.stg_crm__customers")}
+    assert rows == {
+        "C1": ("ZHANG San", "individual", "+8613800138000", False, "foo@bar.com"),
+        "C2": ("李四", "individual", "+8613800138001", False, None),
+        "C3": ("Wang Wu", "enterprise", None, True, None),
+        "C4": ("赵六", "individual", "+8613900000000", False, "a@b.cn"),
+    }
+
+    build_staging(warehouse_url, DAY2, tmp_path)
+    with warehouse.connect(warehouse_url) as conn:
+        rows = {r[0]: r[1:] for r in conn.execute(
+            "select customer_id, customer_name, customer_type, email from staging.stg_crm__customers")}
+    assert rows["C1"] == ("Zhang San", "enterprise", "zhang@example.com")
+    assert rows["C4"] == ("赵六", "individual", "a@b.cn")
