@@ -36,21 +36,21 @@ import requests
 from tierline.crm import CrmRateLimited, ZohoCrmConnector
 
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
-MODULE = "Contacts"
+MODULE = "Accounts"
 ID_FIELD = "Tierline_Customer_Id"
 BATCH = 100
-TIERS = ("Platinum", "Gold", "Silver", "Bronze", "Standard")
+TIERS = ("Strategic", "VIP", "Key", "Regular", "Potential")
 
 
 def record(number: int) -> dict:
     return {
         ID_FIELD: f"C{number:07d}",
-        "Last_Name": f"Customer {number}",
-        "Email": f"customer{number}@example.com",
-        "VIP_Tier": TIERS[number % len(TIERS)],
-        "Lifecycle_Stage": "Active",
-        "Customer_Value": round(number * 1.37 % 50_000, 2),
-        "Tier_Updated_At": "2025-01-31T02:00:00+00:00",
+        "Account_Name": f"Customer {number}",
+        "Tierline_Tier": TIERS[number % len(TIERS)],
+        "Tierline_Lifecycle_Stage": "Mature",
+        "Tierline_Customer_Value": round(number * 1.37 % 50_000, 2),
+        "Tierline_Tier_Updated_At": "2026-11-23T02:00:00+08:00",
+        "Tierline_Spec_Version": "2026.11.1",
     }
 
 

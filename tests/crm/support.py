@@ -5,17 +5,22 @@ from __future__ import annotations
 import requests
 
 ID_FIELD = "Tierline_Customer_Id"
-MODULE = "Contacts"
+MODULE = "Accounts"
 
 
-def contact(number: int, **fields) -> dict:
-    return {ID_FIELD: f"C{number:05d}", "Last_Name": f"Customer {number}", "VIP_Tier": "Silver", **fields}
+def customer(number: int, **fields) -> dict:
+    return {
+        ID_FIELD: f"C{number:05d}",
+        "Account_Name": f"Customer {number}",
+        "Tierline_Tier": "Regular",
+        **fields,
+    }
 
 
 def load(connector, count: int, start: int = 0) -> list:
     results = []
     for first in range(start, start + count, 100):
-        batch = [contact(n) for n in range(first, min(first + 100, start + count))]
+        batch = [customer(n) for n in range(first, min(first + 100, start + count))]
         results.extend(connector.upsert(MODULE, batch, ID_FIELD))
     assert all(r.ok for r in results)
     return results

@@ -15,7 +15,7 @@ from .support import MODULE, RecordingSession, load
 def test_first_call_fetches_a_token_that_later_calls_reuse(crm, connector):
     load(connector, 3)
     connector.current_user()
-    list(connector.iter_modified(MODULE, None, ["VIP_Tier"]))
+    list(connector.iter_modified(MODULE, None, ["Tierline_Tier"]))
 
     assert connector.token_refreshes == 1
     assert crm.counters()["token_requests"] == 1
@@ -88,7 +88,7 @@ def test_tokens_and_client_secrets_never_reach_the_logs(crm, make_connector, cap
     connector = make_connector(session=session)
     load(connector, 2)
     crm.expire_tokens()
-    list(connector.iter_modified(MODULE, None, ["VIP_Tier"]))
+    list(connector.iter_modified(MODULE, None, ["Tierline_Tier"]))
 
     tokens = {header.split(" ", 1)[1] for header in session.authorizations}
     assert len(tokens) == 2

@@ -13,7 +13,7 @@ from tierline.crm import CrmRateLimited, ZohoCrmConnector
 from tierline.crm.emulator import CrmEmulator
 from tierline.settings import PROJECT_ROOT
 
-from .support import ID_FIELD, MODULE, contact, load
+from .support import ID_FIELD, MODULE, customer, load
 
 
 @pytest.fixture
@@ -79,11 +79,11 @@ def test_requests_without_the_zoho_auth_scheme_are_refused(crm, token):
 def test_list_requires_fields_and_caps_page_size(crm, token):
     missing = api(crm, token, "GET", f"/{MODULE}")
     too_big = api(crm, token, "GET", f"/{MODULE}", params={"fields": ID_FIELD, "per_page": 201})
-    typo = api(crm, token, "GET", f"/{MODULE}", params={"fields": "VIP_Tierr"})
+    typo = api(crm, token, "GET", f"/{MODULE}", params={"fields": "Tierline_Tierr"})
 
     assert (missing.status_code, missing.json()["code"]) == (400, "REQUIRED_PARAM_MISSING")
     assert (too_big.status_code, too_big.json()["details"]["param"]) == (400, "per_page")
-    assert (typo.status_code, typo.json()["details"]["api_name"]) == (400, "VIP_Tierr")
+    assert (typo.status_code, typo.json()["details"]["api_name"]) == (400, "Tierline_Tierr")
 
 
 def test_page_numbers_stop_at_2000_records(crm, token):
@@ -111,7 +111,7 @@ def test_list_info_matches_zoho(crm, token, connector):
 
 
 def test_upsert_over_100_records_is_a_whole_request_error(crm, token):
-    response = api(crm, token, "POST", f"/{MODULE}/upsert", json={"data": [contact(n) for n in range(101)]})
+    response = api(crm, token, "POST", f"/{MODULE}/upsert", json={"data": [customer(n) for n in range(101)]})
 
     assert response.status_code == 400
     assert response.json()["code"] == "LIMIT_EXCEEDED"
@@ -124,7 +124,7 @@ def test_upsert_success_shape_matches_zoho(crm, token):
         token,
         "POST",
         f"/{MODULE}/upsert",
-        json={"data": [contact(1)], "duplicate_check_fields": [ID_FIELD]},
+        json={"data": [customer(1)], "duplicate_check_fields": [ID_FIELD]},
     ).json()
 
     (item,) = body["data"]
@@ -167,16 +167,16 @@ def test_control_api_person_edit_clock_and_reset(crm, connector):
 
     edited = requests.post(
         f"{control}/person-edit",
-        json={"module": MODULE, "external_id": "C00000", "changes": {"VIP_Tier": "Bronze"}},
+        json={"module": MODULE, "external_id": "C00000", "changes": {"Tierline_Tier": "Key"}},
         timeout=5,
     ).json()
     bad = requests.post(
         f"{control}/person-edit",
-        json={"module": MODULE, "external_id": "C00000", "changes": {"VIP_Tier": "Diamond"}},
+        json={"module": MODULE, "external_id": "C00000", "changes": {"Tierline_Tier": "Diamond"}},
         timeout=5,
     )
 
-    assert edited["VIP_Tier"] == "Bronze" and edited["Modified_By"]["name"] == "Patricia Boyle"
+    assert edited["Tierline_Tier"] == "Key" and edited["Modified_By"]["name"] == "Patricia Boyle"
     assert edited["Modified_Time"] != before
     assert bad.status_code == 400
     requests.post(f"{control}/reset", timeout=5).raise_for_status()
@@ -203,11 +203,11 @@ def test_control_api_rate_limit_and_expiry(crm, connector, sleeps):
 def test_sqlite_store_survives_a_restart(tmp_path):
     db = str(tmp_path / "crm.sqlite")
     with CrmEmulator(db_path=db) as first, ZohoCrmConnector(**first.connector_kwargs()) as connector:
-        (created,) = connector.upsert(MODULE, [contact(1)], ID_FIELD)
+        (created,) = connector.upsert(MODULE, [customer(1)], ID_FIELD)
 
     with CrmEmulator(db_path=db) as second, ZohoCrmConnector(**second.connector_kwargs()) as connector:
-        (again,) = connector.upsert(MODULE, [contact(1, VIP_Tier="Gold")], ID_FIELD)
-        (other,) = connector.upsert(MODULE, [contact(2)], ID_FIELD)
+        (again,) = connector.upsert(MODULE, [customer(1, Tierline_Tier="VIP")], ID_FIELD)
+        (other,) = connector.upsert(MODULE, [customer(2)], ID_FIELD)
 
     assert (again.action, again.crm_id) == ("update", created.crm_id)
     assert int(other.crm_id) > int(created.crm_id)
@@ -238,6 +238,6 @@ def test_person_edits_refuse_fields_the_module_does_not_have(crm, connector):
     load(connector, 1)
 
     with pytest.raises(ValueError, match="Vip_Tier"):
-        crm.person_edits(MODULE, "C00000", {"Vip_Tier": "Gold"})
+        crm.person_edits(MODULE, "C00000", {"Vip_Tier": "VIP"})
     with pytest.raises(KeyError):
-        crm.person_edits(MODULE, "C99999", {"VIP_Tier": "Gold"})
+        crm.person_edits(MODULE, "C99999", {"Tierline_Tier": "VIP"})

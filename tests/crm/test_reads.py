@@ -35,9 +35,9 @@ def test_iter_modified_goes_past_the_2000_record_page_limit_with_page_tokens(crm
 def test_records_come_with_modification_metadata(crm, connector):
     load(connector, 1)
 
-    (record,) = connector.iter_modified(MODULE, None, ["VIP_Tier"])
+    (record,) = connector.iter_modified(MODULE, None, ["Tierline_Tier"])
 
-    assert set(record) == {"id", "VIP_Tier", "Modified_Time", "Modified_By"}
+    assert set(record) == {"id", "Tierline_Tier", "Modified_Time", "Modified_By"}
     assert record["Modified_By"]["id"] == connector.current_user()["id"]
     assert parse_crm_time(record["Modified_Time"]).utcoffset() is not None
 
@@ -48,12 +48,12 @@ def test_if_modified_since_returns_only_what_changed_after_it(crm, connector):
     crm.advance_clock(5)
     connector.upsert(
         MODULE,
-        [{ID_FIELD: "C00001", "VIP_Tier": "Gold"}, {ID_FIELD: "C00002", "VIP_Tier": "Platinum"}],
+        [{ID_FIELD: "C00001", "Tierline_Tier": "VIP"}, {ID_FIELD: "C00002", "Tierline_Tier": "Strategic"}],
         ID_FIELD,
     )
     crm.person_edits(MODULE, "C00003", {"Phone": "+86 10 5555 0100"})
 
-    changed = list(connector.iter_modified(MODULE, since, [ID_FIELD, "VIP_Tier"]))
+    changed = list(connector.iter_modified(MODULE, since, [ID_FIELD, "Tierline_Tier"]))
 
     assert sorted(r[ID_FIELD] for r in changed) == ["C00001", "C00002", "C00003"]
     assert all(parse_crm_time(r["Modified_Time"]) > since for r in changed)
@@ -81,7 +81,7 @@ def test_get_records_by_external_id_chunks_the_search(crm, connector):
     load(connector, 30)
     wanted = [f"C{n:05d}" for n in range(3, 28)] + ["C99999"]
 
-    records = connector.get_records(MODULE, ["VIP_Tier"], wanted, id_field=ID_FIELD)
+    records = connector.get_records(MODULE, ["Tierline_Tier"], wanted, id_field=ID_FIELD)
 
     assert sorted(r[ID_FIELD] for r in records) == wanted[:-1]
     assert crm.counters()["calls"][f"GET /crm/v8/{MODULE}/search"] == 3
@@ -107,11 +107,11 @@ def test_a_persons_edit_is_visible_with_their_modified_by(crm, connector):
     since = crm.now()
     crm.advance_clock(2)
 
-    crm.person_edits(MODULE, "C00001", {"VIP_Tier": "Platinum"})
+    crm.person_edits(MODULE, "C00001", {"Tierline_Tier": "Strategic"})
 
-    (edited,) = connector.iter_modified(MODULE, since, [ID_FIELD, "VIP_Tier"])
+    (edited,) = connector.iter_modified(MODULE, since, [ID_FIELD, "Tierline_Tier"])
     assert edited[ID_FIELD] == "C00001"
-    assert edited["VIP_Tier"] == "Platinum"
+    assert edited["Tierline_Tier"] == "Strategic"
     assert edited["Modified_By"]["id"] == DEFAULT_PERSON["id"]
     assert edited["Modified_By"]["id"] != connector.current_user()["id"]
 

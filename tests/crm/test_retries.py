@@ -9,7 +9,7 @@ import pytest
 
 from tierline.crm import CrmBudgetExceeded, CrmRateLimited, CrmUnavailable
 
-from .support import ID_FIELD, MODULE, contact, load
+from .support import ID_FIELD, MODULE, customer, load
 
 
 def full_jitter(seed: int, attempts: int, base: float = 0.5, cap: float = 8.0) -> list[float]:
@@ -117,7 +117,7 @@ def test_a_timed_out_upsert_is_retried_and_lands_once(crm, make_connector, sleep
     connector = make_connector(timeout=0.3)
     crm.delay_next(1.0, match="/upsert")
 
-    (result,) = connector.upsert(MODULE, [contact(1)], ID_FIELD)
+    (result,) = connector.upsert(MODULE, [customer(1)], ID_FIELD)
 
     # The first attempt was written before its response was held back; the retry updates it.
     assert result.ok and result.action == "update"

@@ -68,10 +68,10 @@ joined as (
         orders.last_purchase_date,
         {{ as_of() }} - orders.last_purchase_date as recency_days,
         coalesce(orders.frequency, 0) as frequency,
-        coalesce(orders.orders_in_window, 0) as orders_in_window,
+        coalesce(orders.orders_in_window, 0)::bigint as orders_in_window,
         coalesce(orders.monetary, 0)::numeric(18, 2) as monetary,
         coalesce(orders.purchase_days_lifetime, 0) as purchase_days_lifetime,
-        coalesce(orders.orders_lifetime, 0) as orders_lifetime,
+        coalesce(orders.orders_lifetime, 0)::bigint as orders_lifetime,
         coalesce(orders.revenue_lifetime, 0)::numeric(18, 2) as lifetime_revenue,
         coalesce(orders.margin_lifetime, 0)::numeric(18, 2) as lifetime_margin,
         case when orders.orders_lifetime > 0

@@ -77,8 +77,10 @@ DEFAULT_CLIENT_ID = "1000.TIERLINEEMULATOR"
 DEFAULT_CLIENT_SECRET = "emulator-client-secret"
 DEFAULT_REFRESH_TOKEN = "1000.emulator.refresh-token"
 
-VIP_TIERS = ("Platinum", "Gold", "Silver", "Bronze", "Standard")
-LIFECYCLE_STAGES = ("New", "Active", "At Risk", "Lapsed", "Churned")
+# The English labels of config/tier_spec.yml's ladder and dbt's lifecycle_stages seed, as the CRM
+# admins would set up the picklists; redefine the module if theirs differ.
+TIERS = ("Strategic", "VIP", "Key", "Regular", "Potential")
+LIFECYCLE_STAGES = ("Prospect", "New", "Growth", "Mature", "Declining", "Dormant", "Churned", "Reactivated")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -112,10 +114,11 @@ class ModuleSpec:
 def _tierline_fields() -> dict[str, FieldSpec]:
     return {
         "Tierline_Customer_Id": FieldSpec(max_length=64, unique=True),
-        "VIP_Tier": FieldSpec("picklist", values=VIP_TIERS),
-        "Lifecycle_Stage": FieldSpec("picklist", values=LIFECYCLE_STAGES),
-        "Customer_Value": FieldSpec("double"),
-        "Tier_Updated_At": FieldSpec("datetime"),
+        "Tierline_Tier": FieldSpec("picklist", values=TIERS),
+        "Tierline_Lifecycle_Stage": FieldSpec("picklist", values=LIFECYCLE_STAGES),
+        "Tierline_Customer_Value": FieldSpec("double"),
+        "Tierline_Tier_Updated_At": FieldSpec("datetime"),
+        "Tierline_Spec_Version": FieldSpec(max_length=32),
     }
 
 
@@ -288,9 +291,6 @@ class _Store:
     def clear(self) -> None:
         self._db.execute("DELETE FROM records")
         self._db.execute("DELETE FROM unique_values")
-
-    def close(self) -> None:
-        self._db.close()
 
 
 class _Transaction:
