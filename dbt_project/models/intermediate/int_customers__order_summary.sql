@@ -27,11 +27,13 @@ by_day as (
         coalesce(sum(net_revenue) filter (where purchase_date > {{ as_of() }} - {{ w.trend_days }}), 0) as revenue_last_period,
         coalesce(sum(net_revenue) filter (
             where purchase_date > {{ as_of() }} - {{ 2 * w.trend_days }}
-              and purchase_date <= {{ as_of() }} - {{ w.trend_days }}), 0) as revenue_previous_period,
+            and purchase_date <= {{ as_of() }} - {{ w.trend_days }}
+        ), 0) as revenue_previous_period,
         avg(days_since_previous) as mean_interval_days,
         stddev_samp(days_since_previous) as sd_interval_days,
         max(days_since_previous) filter (
-            where purchase_date > {{ as_of() }} - {{ lc.reactivated_window_days }}) as longest_recent_gap_days
+            where purchase_date > {{ as_of() }} - {{ lc.reactivated_window_days }}
+        ) as longest_recent_gap_days
     from days
     group by customer_id
 ),

@@ -17,7 +17,7 @@ interactions as (
         customer_id,
         count(*) as interactions_365d,
         {%- for channel in ['phone', 'email', 'wechat', 'visit', 'web', 'social', 'event', 'other'] %}
-        count(*) filter (where channel = '{{ channel }}') as interactions_{{ channel }}_365d,
+            count(*) filter (where channel = '{{ channel }}') as interactions_{{ channel }}_365d,
         {%- endfor %}
         max(occurred_date) as last_interaction_date
     from {{ ref('stg_crm__interactions') }}
@@ -74,35 +74,44 @@ joined as (
         coalesce(orders.orders_lifetime, 0)::bigint as orders_lifetime,
         coalesce(orders.revenue_lifetime, 0)::numeric(18, 2) as lifetime_revenue,
         coalesce(orders.margin_lifetime, 0)::numeric(18, 2) as lifetime_margin,
-        case when orders.orders_lifetime > 0
-            then orders.revenue_lifetime / orders.orders_lifetime end::numeric(18, 2) as average_order_value,
+        case
+            when orders.orders_lifetime > 0
+                then orders.revenue_lifetime / orders.orders_lifetime
+        end::numeric(18, 2
+        ) as average_order_value,
         {{ as_of() }} - least(customers.created_date, coalesce(orders.first_purchase_date, customers.created_date))
             as tenure_days,
         orders.mean_interval_days::numeric(10, 2) as mean_interval_days,
         orders.sd_interval_days::numeric(10, 2) as sd_interval_days,
         -- 1 for a perfectly regular buyer, towards 0 as intervals scatter (1 / (1 + coefficient of variation))
-        case when orders.mean_interval_days > 0
-            then 1 / (1 + coalesce(orders.sd_interval_days, 0) / orders.mean_interval_days) end::numeric(6, 4)
+        case
+            when orders.mean_interval_days > 0
+                then 1 / (1 + coalesce(orders.sd_interval_days, 0) / orders.mean_interval_days)
+        end::numeric(6, 4
+        )
             as regularity,
         coalesce(orders.revenue_last_period, 0)::numeric(18, 2) as revenue_last_period,
         coalesce(orders.revenue_previous_period, 0)::numeric(18, 2) as revenue_previous_period,
-        case when orders.revenue_previous_period > 0
-            then orders.revenue_last_period / orders.revenue_previous_period end::numeric(12, 4) as trend_ratio,
+        case
+            when orders.revenue_previous_period > 0
+                then orders.revenue_last_period / orders.revenue_previous_period
+        end::numeric(12, 4
+        ) as trend_ratio,
         orders.longest_recent_gap_days,
         coalesce(orders.cancelled_orders_lifetime, 0) as cancelled_orders_lifetime,
         coalesce(orders.refunded_amount_lifetime, 0)::numeric(18, 2) as refunded_amount_lifetime,
         coalesce(interactions.interactions_365d, 0) as interactions_365d,
         {%- for channel in ['phone', 'email', 'wechat', 'visit', 'web', 'social', 'event', 'other'] %}
-        coalesce(interactions.interactions_{{ channel }}_365d, 0) as interactions_{{ channel }}_365d,
+            coalesce(interactions.interactions_{{ channel }}_365d, 0) as interactions_{{ channel }}_365d,
         {%- endfor %}
         interactions.last_interaction_date,
         coalesce(tickets.tickets_365d, 0) as tickets_365d,
         coalesce(tickets.complaints_365d, 0) as complaints_365d,
         (coalesce(tickets.ticket_csat * tickets.tickets_365d, 0) + coalesce(surveys.survey_csat * surveys.surveys_365d, 0))
-            / nullif(
-                case when tickets.ticket_csat is not null then tickets.tickets_365d else 0 end
-                + case when surveys.survey_csat is not null then surveys.surveys_365d else 0 end, 0
-            ) as csat_raw,
+        / nullif(
+            case when tickets.ticket_csat is not null then tickets.tickets_365d else 0 end
+            + case when surveys.survey_csat is not null then surveys.surveys_365d else 0 end, 0
+        ) as csat_raw,
         surveys.nps_score::numeric(4, 2) as nps_score,
         coalesce(referrals.referrals_made, 0) as referrals
     from customers
@@ -116,17 +125,23 @@ joined as (
 scored as (
     select
         *,
-        case when purchase_days_lifetime > 0 then
-            least({{ bins }}, floor(percent_rank() over (
-                partition by purchase_days_lifetime > 0 order by recency_days desc) * {{ bins }}) + 1)
+        case
+            when purchase_days_lifetime > 0 then
+                least({{ bins }}, floor(percent_rank() over (
+                    partition by purchase_days_lifetime > 0 order by recency_days desc
+                ) * {{ bins }}) + 1)
         end::integer as r_score,
-        case when purchase_days_lifetime > 0 then
-            least({{ bins }}, floor(percent_rank() over (
-                partition by purchase_days_lifetime > 0 order by frequency) * {{ bins }}) + 1)
+        case
+            when purchase_days_lifetime > 0 then
+                least({{ bins }}, floor(percent_rank() over (
+                    partition by purchase_days_lifetime > 0 order by frequency
+                ) * {{ bins }}) + 1)
         end::integer as f_score,
-        case when purchase_days_lifetime > 0 then
-            least({{ bins }}, floor(percent_rank() over (
-                partition by purchase_days_lifetime > 0 order by monetary) * {{ bins }}) + 1)
+        case
+            when purchase_days_lifetime > 0 then
+                least({{ bins }}, floor(percent_rank() over (
+                    partition by purchase_days_lifetime > 0 order by monetary
+                ) * {{ bins }}) + 1)
         end::integer as m_score
     from joined
 ),
@@ -161,7 +176,7 @@ final as (
         scored.refunded_amount_lifetime,
         scored.interactions_365d,
         {%- for channel in ['phone', 'email', 'wechat', 'visit', 'web', 'social', 'event', 'other'] %}
-        scored.interactions_{{ channel }}_365d,
+            scored.interactions_{{ channel }}_365d,
         {%- endfor %}
         scored.last_interaction_date,
         scored.tickets_365d,
@@ -173,14 +188,17 @@ final as (
         scored.r_score,
         scored.f_score,
         scored.m_score,
-        case when scored.r_score is not null
-            then scored.r_score::text || scored.f_score::text || scored.m_score::text end as rfm_cell,
+        case
+            when scored.r_score is not null
+                then scored.r_score::text || scored.f_score::text || scored.m_score::text
+        end as rfm_cell,
         coalesce(segments.rfm_segment, 'no_purchase') as rfm_segment,
         coalesce(segments.rfm_segment_label_zh, '未购买') as rfm_segment_label_zh
     from scored
     left join {{ ref('rfm_segments') }} as segments
-        on scored.r_score = segments.r_score
-        and round((scored.f_score + scored.m_score) / 2.0) = segments.fm_score
+        on
+            scored.r_score = segments.r_score
+            and round((scored.f_score + scored.m_score) / 2.0) = segments.fm_score
 )
 
 select * from final

@@ -4,11 +4,23 @@
 with
 
 snapshots as (
-    select customer_id, as_of_date, tier, tier_reason, is_overridden, tier_spec_version
+    select
+        customer_id,
+        as_of_date,
+        tier,
+        tier_reason,
+        is_overridden,
+        tier_spec_version
     from {{ ref('customer_tier') }}
     {%- if published is not none %}
     union all
-    select customer_id, as_of_date, tier, tier_reason, is_overridden, tier_spec_version
+    select
+        customer_id,
+        as_of_date,
+        tier,
+        tier_reason,
+        is_overridden,
+        tier_spec_version
     from {{ published }}
     where as_of_date <> {{ as_of() }}
     {%- endif %}
@@ -17,8 +29,9 @@ snapshots as (
 changes as (
     select
         *,
-        case when tier is distinct from lag(tier) over (partition by customer_id order by as_of_date)
-            then 1 else 0 end as is_change
+        -- the first evaluation (no previous tier) starts a stretch too
+        case when lag(tier) over (partition by customer_id order by as_of_date) = tier then 0 else 1 end
+            as is_change
     from snapshots
 ),
 

@@ -14,8 +14,10 @@ final as (
         {{ local_date('opened_at') }} as opened_date,
         resolved_at,
         csat::integer as csat,
-        coalesce(lower({{ clean_text('category') }}) like '%complaint%'
-                 or {{ clean_text('category') }} like '%投诉%', false) as is_complaint,
+        coalesce(
+            lower({{ clean_text('category') }}) like '%complaint%'
+            or {{ clean_text('category') }} like '%投诉%', false
+        ) as is_complaint,
         updated_at
     from source
     where {{ local_date('opened_at') }} <= {{ as_of() }}
