@@ -8,10 +8,12 @@ Daily, per logical date (the extract date, `<landing>/<YYYY-MM-DD>/*.csv` per EX
 3. **gate_raw** — Great Expectations: counts balance, quarantine rate, keys, references.
 4. **dbt_staging** — seeds, staging and intermediate models with their dbt tests.
 5. **gate_staging** — cleaned data invariants.
-6. **dbt_marts** — `customer_value`, `customer_tier`, `customer_lifecycle`, `tier_history` in the build schema.
-7. **gate_marts** — business invariants and drift against the last publication.
-8. **publish** — one transaction into `analytics`; emits an Asset per published table.
-9. **report** — run summary (rows, quarantine, tier mix, time per stage) as text and HTML.
+6. **fit_clv** — BG/NBD + Gamma-Gamma on the SQL summary: P(alive), expected purchases, CLV
+   (rule-based values when history is too thin or a fit is out of bounds).
+7. **dbt_marts** — `customer_value`, `customer_tier`, `customer_lifecycle`, `tier_history` in the build schema.
+8. **gate_marts** — business invariants and drift against the last publication.
+9. **publish** — one transaction into `analytics`; emits an Asset per published table.
+10. **report** — run summary (rows, quarantine, tier mix, time per stage) as text and HTML.
 
 A failed gate stops everything after it: nothing is published and the last good publication
 stays as it was. Data and rule failures are not retried; infrastructure errors are.
@@ -89,6 +91,10 @@ def customer_tiering():
         return _run("gate", "staging", **context)
 
     @task
+    def fit_clv(**context):
+        return _run("fit_clv", **context)
+
+    @task
     def dbt_marts(**context):
         _run("build", "marts", **context)
 
@@ -112,6 +118,7 @@ def customer_tiering():
         >> gate_raw()
         >> dbt_staging()
         >> gate_staging()
+        >> fit_clv()
         >> dbt_marts()
         >> gate_marts()
         >> publish()

@@ -49,7 +49,7 @@ def test_customer_tiering_reads_like_the_flow(dagbag):
         downstream = list(task.downstream_list)
         assert len(downstream) <= 1
         task = downstream[0] if downstream else None
-    assert order == ["land_extracts", "load_raw", "gate_raw", "dbt_staging", "gate_staging", "dbt_marts",
+    assert order == ["land_extracts", "load_raw", "gate_raw", "dbt_staging", "gate_staging", "fit_clv", "dbt_marts",
                      "gate_marts", "publish", "report"]
     assert dag.max_active_runs == 1
     assert "landing" in dag.params

@@ -1,6 +1,13 @@
 """Names of the published tables and their Airflow Asset URIs (no heavy imports: DAG files use it)."""
 
-SNAPSHOT_TABLES = ("customer_value", "customer_tier", "customer_lifecycle")
+# Snapshot tables keep one slice per as_of_date (their key); history tables are replaced whole.
+SNAPSHOT_KEYS = {
+    "customer_value": ("customer_id", "as_of_date"),
+    "customer_tier": ("customer_id", "as_of_date"),
+    "customer_lifecycle": ("customer_id", "as_of_date"),
+    "clv_model_fit": ("model", "as_of_date"),
+}
+SNAPSHOT_TABLES = tuple(SNAPSHOT_KEYS)
 HISTORY_TABLES = ("tier_history",)
 PUBLISHED_TABLES = SNAPSHOT_TABLES + HISTORY_TABLES
 

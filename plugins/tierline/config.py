@@ -15,7 +15,7 @@ from tierline import settings
 from tierline.errors import ConfigError
 
 METRICS = ("monetary", "lifetime_margin", "frequency", "referrals", "trend_ratio", "tenure_days",
-           "regularity", "employee_count")
+           "regularity", "employee_count", "predicted_clv", "p_alive")
 
 
 class _Strict(BaseModel):
@@ -44,6 +44,25 @@ class Lifecycle(_Strict):
     def _ordered(self):
         if not self.dormant_days < self.churned_days:
             raise ValueError("lifecycle.dormant_days must be smaller than lifecycle.churned_days")
+        return self
+
+
+class Clv(_Strict):
+    enabled: bool = True
+    calibration_days: int | None = Field(None, gt=0)
+    time_unit_days: float = Field(7, gt=0)
+    horizon_periods: int = Field(52, gt=0)
+    discount_rate_per_period: float = Field(0.0019, ge=0, lt=1)
+    min_customers: int = Field(200, ge=2)
+    min_repeaters: int = Field(50, ge=1)
+    bounds: dict[Literal["r", "alpha", "a", "b", "p", "q", "v"], tuple[float, float]] = {}
+    churn_risk_from_p_alive: bool = True
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        for name, (low, high) in self.bounds.items():
+            if not 0 < low < high:
+                raise ValueError(f"clv.bounds.{name}: expected [low, high] with 0 < low < high, got [{low}, {high}]")
         return self
 
 
@@ -100,6 +119,7 @@ class Config(_Strict):
     windows: Windows = Windows()
     rfm: Rfm = Rfm()
     lifecycle: Lifecycle = Lifecycle()
+    clv: Clv = Clv()
     tier_spec: TierSpec
     tier_spec_hash: str
     gates: Gates = Gates()
@@ -121,6 +141,7 @@ class Config(_Strict):
             "windows": self.windows.model_dump(),
             "rfm_bins": self.rfm.bins,
             "lifecycle": self.lifecycle.model_dump(),
+            "clv": self.clv.model_dump(),
             "tier_spec": self.tier_spec.model_dump(),
             "tier_spec_version": self.tier_spec.version,
             "tier_spec_hash": self.tier_spec_hash,

@@ -133,6 +133,16 @@ def build(ctx: RunContext, layer: str):
         build_schema=ctx.config.publish.build_schema, run_dir=ctx.run_dir))
 
 
+def fit_clv(ctx: RunContext):
+    from tierline import clv
+
+    def run():
+        with warehouse.connect(ctx.warehouse_url) as conn:
+            return clv.fit_and_predict(conn, as_of=ctx.as_of, cfg=ctx.config.clv, run_id=ctx.run_id)
+
+    return run_stage(ctx, "fit_clv", run)
+
+
 def publish(ctx: RunContext):
     from tierline import publish as publish_module
 

@@ -16,7 +16,7 @@ from datetime import date
 
 from psycopg import sql
 
-from tierline.assets import PUBLISHED_TABLES, SNAPSHOT_TABLES
+from tierline.assets import PUBLISHED_TABLES, SNAPSHOT_KEYS, SNAPSHOT_TABLES
 
 
 @dataclass
@@ -86,7 +86,7 @@ def prepare(conn, *, build_schema: str, schema: str) -> None:
 
 
 def _key(table: str) -> tuple[str, ...] | None:
-    return ("customer_id", "as_of_date") if table in SNAPSHOT_TABLES else None
+    return SNAPSHOT_KEYS.get(table)
 
 
 def publish(conn, *, build_schema: str, schema: str, as_of: date, run_id: str, tier_spec_version: str,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tierline import warehouse
 
-STAGE_ORDER = ("land_extracts", "load_raw", "gate_raw", "dbt_staging", "gate_staging", "dbt_marts",
+STAGE_ORDER = ("land_extracts", "load_raw", "gate_raw", "dbt_staging", "gate_staging", "fit_clv", "dbt_marts",
                "gate_marts", "publish")
 
 

@@ -61,7 +61,10 @@ final as (
         (net_revenue - case when net_amount > 0 then cost_amount * net_revenue / net_amount else 0 end)::numeric(18, 2)
             as margin,
         has_unknown_cost,
-        net_revenue > 0 as is_purchase
+        -- a purchase is an order the customer kept: completed (a free order counts too) and not
+        -- refunded in full
+        (status = 'completed' and (net_amount <= 0 or net_revenue > 0))
+        or (status = 'refunded' and net_revenue > 0) as is_purchase
     from valued
 )
 

@@ -2,6 +2,7 @@
 -- was entered, the previous stage, and a rule-based churn risk with its reason. Rules are
 -- evaluated in order; thresholds come from config/tierline.yml (lifecycle).
 {%- set lc = var('lifecycle') %}
+{%- set use_p_alive = var('clv', {}).get('churn_risk_from_p_alive', false) %}
 {%- set previous_rel = adapter.get_relation(database=target.database, schema=var('publish_schema'), identifier='customer_lifecycle') %}
 with
 
@@ -26,7 +27,8 @@ staged as (
             else 'mature'
         end as lifecycle_stage,
         trend_ratio,
-        longest_recent_gap_days
+        longest_recent_gap_days,
+        p_alive
     from value
 ),
 
@@ -59,6 +61,9 @@ final as (
         previous.previous_stage,
         case
             when staged.lifecycle_stage = 'prospect' then null
+            {%- if use_p_alive %}
+            when staged.p_alive is not null then round(1 - staged.p_alive, 4)
+            {%- endif %}
             else round(least(1.0, greatest(0.0, staged.recency_days::numeric / {{ lc.churned_days }})), 4)
         end as churn_risk,
         case
@@ -68,7 +73,11 @@ final as (
             when staged.lifecycle_stage = 'reactivated' then format('bought again after a %s-day gap', staged.longest_recent_gap_days)
             when staged.lifecycle_stage = 'declining' then format('last-period spend is %s of the previous period', coalesce(round(staged.trend_ratio, 2)::text, '0'))
             else format('last purchase %s days ago', staged.recency_days)
-        end as churn_risk_reason
+        end
+        {%- if use_p_alive %}
+        || case when staged.p_alive is not null and staged.lifecycle_stage <> 'prospect'
+            then format('; P(alive) %s (BG/NBD)', round(staged.p_alive, 3)) else '' end
+        {%- endif %} as churn_risk_reason
     from staged
     inner join {{ ref('lifecycle_stages') }} as stages on staged.lifecycle_stage = stages.lifecycle_stage
     left join previous on staged.customer_id = previous.customer_id

@@ -113,13 +113,19 @@ joined as (
             + case when surveys.survey_csat is not null then surveys.surveys_365d else 0 end, 0
         ) as csat_raw,
         surveys.nps_score::numeric(4, 2) as nps_score,
-        coalesce(referrals.referrals_made, 0) as referrals
+        coalesce(referrals.referrals_made, 0) as referrals,
+        predictions.p_alive,
+        predictions.expected_purchases,
+        predictions.expected_average_order_value,
+        predictions.predicted_clv,
+        coalesce(predictions.clv_method, 'no_purchase') as clv_method
     from customers
     left join orders on customers.customer_id = orders.customer_id
     left join interactions on customers.customer_id = interactions.customer_id
     left join tickets on customers.customer_id = tickets.customer_id
     left join surveys on customers.customer_id = surveys.customer_id
     left join referrals on customers.customer_id = referrals.customer_id
+    left join {{ source('clv', 'clv_predictions') }} as predictions on customers.customer_id = predictions.customer_id
 ),
 
 scored as (
@@ -184,6 +190,11 @@ final as (
         scored.csat_raw::numeric(4, 2) as csat,
         scored.nps_score,
         scored.referrals,
+        scored.p_alive::numeric(6, 4) as p_alive,
+        scored.expected_purchases::numeric(12, 4) as expected_purchases,
+        scored.expected_average_order_value::numeric(18, 2) as expected_average_order_value,
+        scored.predicted_clv::numeric(18, 2) as predicted_clv,
+        scored.clv_method,
         scored.employee_count,
         scored.r_score,
         scored.f_score,
