@@ -65,14 +65,15 @@ class _Persona:
     affinity: float  # shifts the price level a customer buys at, which makes spend heavy-tailed
     managed: float  # share with an account manager (enterprises always have one)
     nps: float
+    regularity: float = 2.0  # gamma shape of the per-customer rate: higher means customers are more alike
 
 
 PERSONAS = (
-    _Persona("loyal_whale", 0.015, (400, 1e9), 1 / 5, 1 / 12, 0.45, 1.2, 1.0, 9.0),
-    _Persona("loyal", 0.12, (180, 1e9), 1 / 14, 1 / 30, 0.15, 0.5, 0.6, 8.3),
+    _Persona("loyal_whale", 0.015, (400, 1e9), 1 / 5, 1 / 12, 0.45, 1.2, 1.0, 9.0, regularity=10.0),
+    _Persona("loyal", 0.12, (180, 1e9), 1 / 14, 1 / 30, 0.15, 0.5, 0.6, 8.3, regularity=5.0),
     _Persona("occasional", 0.34, (60, 1e9), 1 / 90, 1 / 120, 0.08, 0.0, 0.2, 7.0),
     _Persona("newcomer", 0.04, (0.1, 28), 1 / 12, 1 / 6, 0.08, 0.2, 0.3, 7.8),
-    _Persona("declining", 0.08, (400, 1e9), 1 / 15, 1 / 45, 0.12, 0.3, 0.5, 5.5),
+    _Persona("declining", 0.08, (400, 1e9), 1 / 15, 1 / 45, 0.12, 0.3, 0.5, 5.5, regularity=4.0),
     _Persona("dormant", 0.08, (360, 1e9), 1 / 35, 1 / 70, 0.08, 0.0, 0.2, 6.0),
     _Persona("churned", 0.15, (420, 1e9), 1 / 50, 1 / 90, 0.08, -0.2, 0.15, 4.5),
     _Persona("reactivated", 0.03, (450, 1e9), 1 / 40, 1 / 45, 0.10, 0.1, 0.3, 7.0),
@@ -98,6 +99,10 @@ BRANCH_CODES = tuple(b[0] for b in BRANCHES)
 _PLACES = tuple((b, prov, city) for b, (_, _, places) in enumerate(BRANCHES) for prov, city in places)
 PROVINCES = tuple(dict.fromkeys(p for _, p, _ in _PLACES))
 CITIES = tuple(dict.fromkeys(c for _, _, c in _PLACES))
+_PLACE_PROVINCE = np.array([PROVINCES.index(p) for _, p, _ in _PLACES])
+_PLACE_CITY = np.array([CITIES.index(c) for _, _, c in _PLACES])
+_BRANCH_FIRST_PLACE = np.array([[b for b, _, _ in _PLACES].index(i) for i in range(len(BRANCHES))])
+_BRANCH_PLACES = np.array([len(b[2]) for b in BRANCHES])
 
 INDUSTRIES = (
     "制造业", "批发和零售业", "信息技术服务", "金融业", "房地产业", "教育", "医疗卫生", "交通运输和物流",
@@ -144,6 +149,7 @@ _ORDER_CHANNELS_INDIVIDUAL = (0.25, 0.35, 0.22, 0.15, 0.03, 0.0)
 _ORDER_CHANNELS_ENTERPRISE = (0.10, 0.20, 0.0, 0.0, 0.20, 0.50)
 _INSTANT_CHANNELS = (0, 4, 5)  # paid at the counter or invoiced: completed at once, never pending for long
 STATUSES = ("pending", "completed", "cancelled", "refunded")
+CURRENCIES = ("CNY",)
 PENDING, COMPLETED, CANCELLED, REFUNDED = range(4)
 
 CONTACT_CHANNELS = ("phone", "email", "wechat", "visit", "web", "social", "event", "sms")
@@ -191,7 +197,7 @@ class _Dirt:
 
 
 TS_STYLES = ("iso+08:00", "iso-utc-z", "iso-naive", "space-naive")
-_TS_SUFFIX = (b"+08:00", b"Z", b"", b"")
+_TS_SUFFIXES = ("+08:00", "Z", "", "")
 DIRT = {
     "crm_account_managers": _Dirt(3, 0.0, "title"),
     "crm_customers": _Dirt(3, 0.5, "upper"),
@@ -390,7 +396,7 @@ class _Sink:
         self.rng.shuffle(self.kinds)
         self.injected = 0
         self.kinds_seen: list[str] = []
-        self.used_orders: set[str] = set()
+        self.used_orders: set[int] = set()
 
     def _header_name(self, column: str) -> str:
         if not self.dirty or self.profile.header == "plain":
@@ -478,7 +484,7 @@ class _Sink:
         secs = shown - days * DAY
         sep = np.where(style == 3, ord(" "), ord("T")).astype(np.uint8)[:, None]
         colon = _lit(b":", n)
-        suffix = self.gen.pool_matrix(tuple(s.decode() for s in _TS_SUFFIX), "ascii")[style]
+        suffix = self.gen.pool_matrix(_TS_SUFFIXES, "ascii")[style]
         mat = np.concatenate([_date_matrix(days), sep, _fixed(secs // HOUR, 2), colon,
                               _fixed(secs // 60 % 60, 2), colon, _fixed(secs % 60, 2), suffix], axis=1)
         return self._null(mat, null)
@@ -604,6 +610,7 @@ class _Generator:
         self.n, self.days, self.seed, self.history_days = customers, days, seed, history_days
         self.dirty, self.progress = dirty, progress
         self.dates = [start_date + timedelta(days=k) for k in range(days)]
+        self.day_numbers = [(d - date(1970, 1, 1)).days for d in self.dates]
         self.ends = np.array([_epoch(d) + DAY for d in self.dates], dtype=np.int64)
         self.t0 = int(self.ends[0])
         self.t_start = _epoch(start_date) - history_days * DAY
@@ -615,7 +622,8 @@ class _Generator:
         self._pools: dict[tuple[int, str], np.ndarray] = {}
         self._pool_keep: list[tuple] = []
         self.deleted_orders: list[int] = []
-        self.refunds: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        empty = np.zeros(0, dtype=np.int64)
+        self.refunds: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = [(empty, empty, empty)]
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -765,7 +773,8 @@ class _Generator:
         self.c_email[rng.random(n) > np.where(ent, 0.9, 0.72)] = None
         self.c_gender = np.where(ent | (rng.random(n) < 0.03), -1, rng.integers(0, 2, n))
         age_days = (np.clip(rng.normal(38, 12, n), 18, 80) * 365.25).astype(np.int64)
-        self.c_birth = np.where(ent | (rng.random(n) < 0.06), -1, (t0 // DAY) - age_days)
+        self.c_birth = self.day_numbers[0] - age_days - rng.integers(0, 365, n)
+        self.c_no_birth = ent | (rng.random(n) < 0.06)
         self.c_industry = np.where(ent, rng.integers(0, len(INDUSTRIES), n), -1)
         employees = np.clip(rng.lognormal(np.log(60), 1.6, n), 3, 300_000).astype(np.int64)
         self.c_employees = np.where(ent & (rng.random(n) > 0.05), employees, -1)
@@ -785,12 +794,11 @@ class _Generator:
         self.affinity = rng.normal(per_persona("affinity", 0.0) + 0.6 * ent, 1.0)
         self.build_timelines(rng)
 
-    def random_place(self, rng, branch: np.ndarray) -> np.ndarray:
-        starts = np.array([next(i for i, p in enumerate(_PLACES) if p[0] == b) for b in range(len(BRANCHES))])
-        sizes = np.array([len(b[2]) for b in BRANCHES])
-        local = np.where(rng.random(branch.size) < 0.7, 0,
-                         1 + (rng.random(branch.size) * (sizes[branch] - 1)).astype(np.int64))
-        return starts[branch] + local
+    @staticmethod
+    def random_place(rng, branch: np.ndarray) -> np.ndarray:
+        """Mostly the branch's own city, otherwise another city the branch covers."""
+        others = (rng.random(branch.size) * (_BRANCH_PLACES[branch] - 1)).astype(np.int64)
+        return _BRANCH_FIRST_PLACE[branch] + np.where(rng.random(branch.size) < 0.7, 0, 1 + others)
 
     def customer_names(self, rng, ent: np.ndarray, place: np.ndarray) -> list[str]:
         n = ent.size
@@ -847,7 +855,8 @@ class _Generator:
         n = persona.size
         fend = self.ends[np.minimum(self.folder_of(created), self.days - 1)]
         is_ = {name: persona == i for name, i in _P.items()}
-        hetero = rng.gamma(2.0, 0.5, n)
+        shape = np.array([p.regularity for p in PERSONAS] + [2.0, 2.0])[persona]
+        hetero = rng.gamma(shape, 1 / shape)
         rate = np.array([p.orders_per_day for p in PERSONAS] + [0.0, 1 / 60])[persona] * hetero / DAY
         contacts = np.array([p.contacts_per_day for p in PERSONAS] + [0.0, 0.0])[persona] * hetero / DAY
         change = np.full(n, NEVER)
@@ -862,6 +871,7 @@ class _Generator:
 
         m = is_["declining"]
         change[m], m2[m] = t0 - 180 * DAY, 0.12
+        a1[m] = _when(rng, created[m], change[m])
         m = is_["dormant"]
         change[m] = uniform(t0 - 300 * DAY, t0 - 190 * DAY)[m]
         a1[m] = _when(rng, change[m] - 50 * DAY, change[m])
@@ -886,17 +896,17 @@ class _Generator:
         self.orders_proc = (rate, m2, (a1, a2))
         lapsed = np.maximum(m2, 0.3)
         self.contacts_proc = (contacts, lapsed, (contact_anchor,))
-        self.tickets_proc = (0.04 * rate + self.c_real / 2500 / DAY, np.maximum(m2, 0.2), ())
-        self.surveys_proc = (0.06 * rate + self.c_real / 3000 / DAY, np.maximum(m2, 0.2), ())
+        self.tickets_proc = ((0.04 * rate + 1 / 2500 / DAY) * self.c_real, np.maximum(m2, 0.2), ())
+        self.surveys_proc = ((0.06 * rate + 1 / 3000 / DAY) * self.c_real, np.maximum(m2, 0.2), ())
 
     def events(self, rng, proc, w0: int, w1: int) -> tuple[np.ndarray, np.ndarray]:
         """Event times in [w0, w1): Poisson per life segment plus each customer's fixed anchors."""
         rate, m2, anchors = proc
         cs, ts = [], []
         for lo, hi, mult in ((self.c_created, self.t_change, 1.0), (self.t_change, self.t_react, m2),
-                             (self.t_react, NEVER, 1.0)):
+                             (self.t_react, None, 1.0)):
             a = np.maximum(lo, w0)
-            b = np.minimum(hi, w1)
+            b = np.full(a.size, w1) if hi is None else np.minimum(hi, w1)
             lam = rate * mult * np.clip(b - a, 0, None)
             idx = np.flatnonzero(lam > 0)
             c = np.repeat(idx, rng.poisson(lam[idx]))
@@ -941,7 +951,7 @@ class _Generator:
 
     def write_products(self) -> None:
         rng = self.rng("products", "changes")
-        real = np.sort(np.concatenate([self.p_by_price]))
+        real = np.sort(self.p_by_price)
         names = tuple(self.p_name)
         for k in range(self.days):
             if k == 0:
@@ -949,7 +959,7 @@ class _Generator:
             else:
                 idx = np.sort(rng.choice(real, rng.binomial(real.size, 0.004), replace=False))
                 factor = rng.uniform(0.85, 1.15, idx.size)
-                self.p_price[idx] = np.maximum(100, np.round(self.p_price[idx] * factor / 100) * 100 - 10)
+                self.p_price[idx] = np.maximum(190, np.round(self.p_price[idx] * factor / 100) * 100 - 10)
                 self.p_cost[idx] = np.where(self.p_cost[idx] < 0, -1, np.round(self.p_cost[idx] * factor))
                 self.p_updated[idx] = _when(rng, np.full(idx.size, self.ends[k - 1]), self.ends[k])
             sink = self.sinks[k]["sales_products"]
@@ -962,7 +972,6 @@ class _Generator:
                 "unit_cost": sink.money(cost, null=cost < 0),
                 "updated_at": sink.ts(self.p_updated[idx]),
             })
-        self.p_price_history = self.p_price.copy()
 
     def write_customers(self) -> None:
         rng = self.rng("customers", "changes")
@@ -987,8 +996,8 @@ class _Generator:
         self.c_place[moved] = self.random_place(rng, branch)
         for i, w in zip(idx.tolist(), what.tolist(), strict=True):
             if w == 0:
-                self.c_phone[i] = _MOBILE_PREFIXES[rng.integers(0, _MOBILE_PREFIXES.size)] * 10**8 + rng.integers(
-                    0, 10**8)
+                prefix = _MOBILE_PREFIXES[rng.integers(0, _MOBILE_PREFIXES.size)]
+                self.c_phone[i] = prefix * 10**8 + rng.integers(0, 10**8)
             elif w == 1:
                 self.c_email[i] = self.customer_emails(rng, self.c_enterprise[i:i + 1])[0]
             elif w in (2, 3) and (self.c_manager[i] >= 0 or w == 2):
@@ -1017,9 +1026,9 @@ class _Generator:
             "phone": sink.text(phones, null=self.c_phone[idx] == 0),
             "email": sink.text(emails, null=no_email),
             "gender": sink.pool(GENDERS, self.c_gender[idx], null=self.c_gender[idx] < 0),
-            "birth_date": sink.date(self.c_birth[idx], null=self.c_birth[idx] < 0),
-            "province": sink.pool(PROVINCES, [PROVINCES.index(_PLACES[p][1]) for p in place.tolist()]),
-            "city": sink.pool(CITIES, [CITIES.index(_PLACES[p][2]) for p in place.tolist()]),
+            "birth_date": sink.date(self.c_birth[idx], null=self.c_no_birth[idx]),
+            "province": sink.pool(PROVINCES, _PLACE_PROVINCE[place]),
+            "city": sink.pool(CITIES, _PLACE_CITY[place]),
             "branch_code": sink.pool(BRANCH_CODES, branch, null=branch < 0),
             "industry": sink.pool(INDUSTRIES, self.c_industry[idx], null=self.c_industry[idx] < 0),
             "employee_count": sink.ints(self.c_employees[idx], null=self.c_employees[idx] < 0),
@@ -1063,7 +1072,8 @@ class _Generator:
             elif x < 0.10:
                 name = "\u3000" + name
             elif x < 0.12:
-                name = name[:1] + "\u3000" + name[1:] if name.isascii() is False else name.replace(" ", "\u3000")
+                # Chinese CRMs pad two-character names to three with a full-width space: 张　伟
+                name = name.replace(" ", "\u3000") if " " in name else name[:1] + "\u3000" + name[1:]
             out.append(name)
         return out
 
@@ -1162,7 +1172,7 @@ class _Generator:
                     "channel": sink.pool(ORDER_CHANNELS, channel[sel]),
                     "branch_code": sink.pool(BRANCH_CODES, branch, null=branch < 0),
                     "status": sink.pool(STATUSES, status),
-                    "currency": sink.pool(("CNY",), np.zeros(sel.size, dtype=np.int64),
+                    "currency": sink.pool(CURRENCIES, np.zeros(sel.size, dtype=np.int64),
                                           null=sink.optional(0.04, sel.size)),
                     "gross_amount": sink.money(gross[sel]),
                     "discount_amount": sink.money(discount[sel], null=self.zero_as_null(sink, discount[sel])),
@@ -1180,7 +1190,7 @@ class _Generator:
                     "quantity": sink.ints(qty[lines]),
                     "unit_price": sink.money(unit[lines]),
                     "unit_cost": sink.money(line_cost, null=line_cost < 0),
-                }, aux={"last": line_no[lines] == n_lines[of_line[lines]]})
+                }, aux={"last": line_no[lines] == n_lines[of_line[lines]], "order": ids[of_line[lines]]})
         refunded = np.flatnonzero((full | partial) & (self.folder_of(refund) < self.days))
         self.refunds.append((ids[refunded], refund[refunded], refund_amount[refunded]))
 
@@ -1306,7 +1316,7 @@ class _Generator:
                   + 3 * (self.persona == _P["loyal"]))[snapshot].astype(float)
         count = min(snapshot.size, max(8, round(self.n * 0.0005)))
         first = rng.choice(snapshot, count, replace=False, p=weight / weight.sum())
-        today = self.t0 // DAY - 1
+        today = self.day_numbers[0]
         rows = {0: self.override_rows(rng, first, today - rng.integers(10, 600, count), 0)}
         overridden = set(first.tolist())
         for k in range(1, self.days):
@@ -1323,7 +1333,7 @@ class _Generator:
         n = who.size
         tier = _choice(rng, _TIER_WEIGHTS, n)
         reason = [_OVERRIDE_REASONS[TIERS[t]][int(rng.integers(0, 3))] for t in tier.tolist()]
-        today = int(self.ends[k] // DAY) - 1
+        today = self.day_numbers[k]
         end_kind = rng.random(n)
         past = np.minimum(today - rng.integers(1, 120, n), valid_from + rng.integers(30, 200, n))
         valid_to = np.where(end_kind < 0.3, -1,
@@ -1363,18 +1373,11 @@ class _Generator:
             return int(sink.rng.integers(0, n))
         candidates = np.flatnonzero(aux["last"])
         for i in sink.rng.permutation(candidates).tolist():
-            order_id = self.first_field(sink, i, n, aux)
-            if order_id not in sink.used_orders:
-                sink.used_orders.add(order_id)
+            order = int(aux["order"][i])
+            if order not in sink.used_orders:
+                sink.used_orders.add(order)
                 return i
         raise RuntimeError(f"{sink.path}: no order left to attach a broken item row to")
-
-    @staticmethod
-    def first_field(sink: _Sink, i: int, n: int, aux: dict) -> str:
-        # Items are rendered with the order id first in every column order we emit.
-        if "order" not in aux:
-            return str(i)
-        return str(aux["order"][i])
 
     def take(self, pool: list[int], what: str) -> int:
         if not pool:

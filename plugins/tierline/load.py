@@ -33,8 +33,8 @@ RAW = "raw"
 # as one value, so the raw text of a bad row survives byte for byte.
 LINE_COPY_OPTIONS = "format csv, delimiter E'\\x01', quote E'\\x02', header true"
 PG_ENCODING = {"utf-8": "UTF8", "utf-8-sig": "UTF8", "gb18030": "GB18030"}
-CSV_FIELD = r'("([^"]|"")*"|[^,"]*)'
-CSV_LINE = f"^{CSV_FIELD}(,{CSV_FIELD})*$"
+CSV_FIELD = r'(?:"(?:[^"]|"")*"|[^,"]*)'
+CSV_LINE = f"^{CSV_FIELD}(?:,{CSV_FIELD})*$"
 NUMERIC = r"^[+-]?([0-9]{1,3}(,[0-9]{3})+|[0-9]+)?(\.[0-9]+)?$"
 INTEGER = r"^[+-]?[0-9]+$"
 TIMESTAMP = (
@@ -228,11 +228,10 @@ def _lit(value) -> sql.Literal:
 
 
 def _value(position: int | None) -> sql.Composable:
-    """The trimmed field at a position, with '' and NULL as null."""
+    """The trimmed field at a position, with '' and the literal NULL as null."""
     if position is None:
         return sql.SQL("null::text")
-    raw = sql.SQL("btrim(_f[{}], E' \\t')").format(sql.Literal(position))
-    return sql.SQL("case when upper({raw}) in ('', 'NULL') then null else {raw} end").format(raw=raw)
+    return sql.SQL("nullif(nullif(btrim(_f[{}], E' \\t'), ''), 'NULL')").format(sql.Literal(position))
 
 
 def _checks(entity: contract.Entity, fmt: FileFormat, as_of: date) -> list[sql.Composable]:
@@ -310,6 +309,9 @@ def load_file(conn, entity: contract.Entity, path: Path, sha256: str, as_of: dat
     with conn.cursor().copy(copy) as stream, path.open("rb") as handle:
         while chunk := handle.read(CHUNK):
             stream.write(chunk)
+    # without statistics the planner takes the fresh temp table for a few rows and joins it to
+    # itself and to the referenced tables with nested loops: quadratic in the file's size
+    conn.execute("analyze tl_lines")
 
     values = sql.SQL(", ").join(
         sql.SQL("{} as {}").format(_value(fmt.positions.get(c.name)), ident(c.name)) for c in entity.columns
@@ -333,14 +335,15 @@ def load_file(conn, entity: contract.Entity, path: Path, sha256: str, as_of: dat
     conn.execute(sql.SQL(
         """
         create temp table tl_checked as
-        with parsed as (
+        -- materialized: inlined, the split would be re-run by every check that reads a field
+        with parsed as materialized (
             select _line_no, _line,
                    case when _line is null or _line = '' then null
                         when strpos(_line, '"') = 0 then string_to_array(_line, ',')
                         when _line ~ {csv_line} then raw.tl_csv_fields(_line)
                    end as _f
             from tl_lines
-        ), valued as (
+        ), valued as materialized (
             select _line_no, _line, _f, {values} from parsed
         ), first_check as (
             select *, coalesce({checks}) as _reason0 from valued

@@ -26,12 +26,21 @@ class WarehouseError(RuntimeError):
     pass
 
 
+AIRFLOW_CONNECTION_ENV = "AIRFLOW_CONN_TIERLINE_WAREHOUSE"
+
+
 def url() -> str:
-    """The warehouse URL, starting the embedded server when none is configured."""
-    configured = os.environ.get(ENV_URL, "").strip()
+    """The warehouse URL, starting the embedded server when none is configured.
+
+    ``TIERLINE_WAREHOUSE_URL`` wins; an Airflow that defines the ``tierline_warehouse`` connection
+    in its environment (the URI form) is used next, so workers of any Airflow deployment reach the
+    same warehouse instead of each starting a private embedded one.
+    """
+    configured = (os.environ.get(ENV_URL) or os.environ.get(AIRFLOW_CONNECTION_ENV) or "").strip()
     if configured:
         if not configured.startswith(("postgresql://", "postgres://")):
-            raise WarehouseError(f"{ENV_URL} must be a postgresql:// URL, got {configured.split('@')[-1]!r}")
+            raise WarehouseError(
+                f"{ENV_URL} (or {AIRFLOW_CONNECTION_ENV}) must be a postgresql:// URL, got {configured.split('@')[-1]!r}")
         return configured
     return embedded_url(DEFAULT_DATABASE)
 
