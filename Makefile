@@ -13,7 +13,7 @@ DAYS ?= 3
 SCALE ?= 100000
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test run lint bench holdout warehouse-url stop clean
+.PHONY: help venv demo test run lint bench holdout warehouse-url stop clean crm-sync crm-retry
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,6 +45,12 @@ bench: $(STAMP) ## time every stage at SCALE customers (default 100000); writes 
 
 holdout: $(STAMP) ## CDNOW holdout report (predicted vs actual repeat purchases): reports/cdnow/
 	$(BIN)/python -m tierline.btyd holdout --transactions tests/data/cdnow/CDNOW_sample.txt --out reports/cdnow
+
+crm-sync: $(STAMP) ## push changed tiers to the CRM (DRY_RUN=1: only write the plan to a file)
+	$(BIN)/python -m tierline.cli crm-sync $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run)
+
+crm-retry: $(STAMP) ## replay the records the CRM refused (crm_sync.dead_letters)
+	$(BIN)/python -m tierline.cli crm-retry
 
 warehouse-url: $(STAMP) ## print the warehouse URL (starts the embedded PostgreSQL if needed)
 	@$(BIN)/python -m tierline.cli warehouse-url

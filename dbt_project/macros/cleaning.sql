@@ -43,3 +43,28 @@
         prefixed with the target schema, so the publish step and the gates know where to look. -#}
     {{ (custom_schema_name or target.schema) | trim }}
 {%- endmacro %}
+
+{#- Tier ladder lookups, generated from the tier specification (var tier_spec). -#}
+{% macro tier_code(rank_expr) -%}
+    case {{ rank_expr }}
+        {%- for tier in var('tier_spec')['ladder'] %}
+        when {{ loop.index }} then '{{ tier["code"] }}'
+        {%- endfor %}
+    end
+{%- endmacro %}
+
+{% macro tier_rank(code_expr) -%}
+    case {{ code_expr }}
+        {%- for tier in var('tier_spec')['ladder'] %}
+        when '{{ tier["code"] }}' then {{ loop.index }}
+        {%- endfor %}
+    end
+{%- endmacro %}
+
+{% macro tier_label(code_expr, label) -%}
+    case {{ code_expr }}
+        {%- for tier in var('tier_spec')['ladder'] %}
+        when '{{ tier["code"] }}' then '{{ tier[label] }}'
+        {%- endfor %}
+    end
+{%- endmacro %}

@@ -135,6 +135,94 @@ Where the results are
     return 0
 
 
+# -- CRM integration (docs/crm.md) ---------------------------------------------------------------
+
+
+def crm_sync(*, dry_run: bool = False, retry: bool = False, as_of: date | None = None) -> int:
+    """Plan, push and reconcile (or only plan, into a file); exit 0 ok, 1 mismatches, 3 stopped early."""
+    from tierline.crm import sync as crm_sync_module
+    from tierline.errors import TierlineError
+
+    try:
+        result = crm_sync_module.sync(dry_run=dry_run, retry_dead_letters=retry, as_of=as_of)
+    except TierlineError as exc:
+        print(f"crm sync: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2, ensure_ascii=False, default=str))
+    if result["status"] == "dry_run":
+        print(f"dry run: nothing was written; planned changes in {result['dry_run_file']}", file=sys.stderr)
+    elif result["status"] == "stopped":
+        print(f"crm sync stopped early ({result['push']['stopped_reason']}); {result['push']['unsent']} records "
+              "stay in crm_sync.outbox for the next run", file=sys.stderr)
+    return {"ok": 0, "dry_run": 0, "mismatches": 1, "stopped": 3}[result["status"]]
+
+
+def crm_pull(landing: Path, extract_date: date | None) -> int:
+    from dataclasses import asdict
+
+    from tierline import config as config_module
+    from tierline.crm import pull as crm_pull_module
+    from tierline.errors import TierlineError
+
+    try:
+        day = extract_date or crm_pull_module.today(config_module.load().business_timezone)
+        result = crm_pull_module.pull(landing, day)
+    except TierlineError as exc:
+        print(f"crm pull: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(asdict(result), indent=2, ensure_ascii=False))
+    return 0
+
+
+def crm_emulator(port: int, rate_limit: int | None, rate_window: float) -> int:
+    """A local Zoho CRM emulator with the module crm.yml expects; prints the TIERLINE_CRM_* exports."""
+    from tierline.crm import config as crm_config
+    from tierline.crm.emulator import CrmEmulator
+
+    settings_ = crm_config.load()
+    emulator = CrmEmulator(port=port)
+    emulator.define_module(settings_.module, crm_config.emulator_module(settings_))
+    if rate_limit:
+        emulator.set_rate_limit(rate_limit, rate_window)
+    with emulator:
+        for arg, name in crm_config.ENV.items():
+            print(f"export {name}={shlex.quote(emulator.connector_kwargs()[arg])}", flush=True)
+        print("# CRM emulator running; Ctrl-C stops it", file=sys.stderr, flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def _add_crm_commands(sub) -> None:
+    sync_p = sub.add_parser("crm-sync", help="push changed tiers to the CRM (docs/crm.md)")
+    sync_p.add_argument("--dry-run", action="store_true", help="write the planned changes to a file, change nothing")
+    sync_p.add_argument("--as-of", type=date.fromisoformat, help="published date to sync (default: the latest)")
+    retry_p = sub.add_parser("crm-retry", help="replay the CRM dead letters (with any other pending change)")
+    retry_p.add_argument("--as-of", type=date.fromisoformat, help="published date to sync (default: the latest)")
+    pull_p = sub.add_parser("crm-pull", help="extract CRM modules into <landing>/<date>/ per EXTRACTS.md")
+    pull_p.add_argument("--landing", required=True, type=Path)
+    pull_p.add_argument("--date", type=date.fromisoformat, help="extract date folder (default: today)")
+    emu_p = sub.add_parser("crm-emulator", help="run a local Zoho CRM emulator set up for config/crm.yml")
+    emu_p.add_argument("--port", type=int, default=8710)
+    emu_p.add_argument("--rate-limit", type=int, help="requests allowed per --rate-window seconds")
+    emu_p.add_argument("--rate-window", type=float, default=60.0)
+
+
+def _run_crm_command(args) -> int | None:
+    if args.command == "crm-sync":
+        return crm_sync(dry_run=args.dry_run, as_of=args.as_of)
+    if args.command == "crm-retry":
+        return crm_sync(retry=True, as_of=args.as_of)
+    if args.command == "crm-pull":
+        return crm_pull(args.landing, args.date)
+    if args.command == "crm-emulator":
+        return crm_emulator(args.port, args.rate_limit, args.rate_window)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tierline")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -148,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("airflow-env", help="print the environment of the local Airflow as shell exports")
     sub.add_parser("warehouse-url", help="print the warehouse URL (starting the embedded one if needed)")
     sub.add_parser("dbt-env", help="print the dbt profile variables for the warehouse as shell exports")
+    _add_crm_commands(sub)
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -165,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "warehouse-url":
         print(warehouse.url())
         return 0
-    return 2
+    crm_code = _run_crm_command(args)
+    return 2 if crm_code is None else crm_code
 
 
 if __name__ == "__main__":

@@ -86,6 +86,17 @@ class Tier(_Strict):
     min_orders: int | None = Field(None, ge=1)
 
 
+class Thresholds(_Strict):
+    min_score_percentile: float | None = Field(None, ge=0, le=1)
+    min_monetary: float | None = Field(None, ge=0)
+    min_orders: int | None = Field(None, ge=1)
+
+
+class Hysteresis(_Strict):
+    demote_after: int = Field(1, ge=1)  # 1 = demote at the first evaluation below the line
+    max_steps_down: int = Field(1, ge=1)
+
+
 class Dimension(_Strict):
     weight: float = Field(ge=0, le=1)
     metrics: list[Literal[METRICS]] = Field(min_length=1)  # type: ignore[valid-type]
@@ -95,6 +106,8 @@ class TierSpec(_Strict):
     version: str
     ladder: list[Tier] = Field(min_length=2)
     dimensions: dict[Literal["contribution", "loyalty", "potential", "stability", "influence"], Dimension]
+    hysteresis: Hysteresis = Hysteresis()
+    branches: dict[str, dict[str, Thresholds]] = {}
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -107,9 +120,51 @@ class TierSpec(_Strict):
         for tier in self.ladder[:-1]:
             if all(v is None for v in (tier.min_score_percentile, tier.min_monetary, tier.min_orders)):
                 raise ValueError(f"ladder.{tier.code}: give min_score_percentile, min_monetary or min_orders")
+        ruled = {t.code for t in self.ladder[:-1]}
+        for branch, tiers in self.branches.items():
+            for code in tiers:
+                if code not in ruled:
+                    raise ValueError(f"branches.{branch}.{code}: not a tier with thresholds; use one of {sorted(ruled)}")
         total = sum(d.weight for d in self.dimensions.values())
         if abs(total - 1) > 1e-6:
             raise ValueError(f"dimensions: weights must sum to 1, they sum to {total:g}")
+        return self
+
+
+class Actions(_Strict):
+    """History and actions layer (``actions``): contact cadence, manager and care rules per tier,
+    early-warning thresholds and KPI definitions. Tier codes are checked against the ladder when
+    the dbt models compile (this class does not see the tier specification)."""
+
+    class TierPolicy(_Strict):
+        contact_every_days: int | None = Field(None, gt=0)  # follow-up due after this long without an interaction
+        dedicated_manager: bool = False  # the tier needs an assigned account manager known to the CRM
+        birthday_care: bool = True  # birthday actions for the tier's individual customers
+        priority: int = Field(3, ge=1, le=9)  # 1 = most urgent
+
+    class EarlyWarning(_Strict):
+        churn_risk_threshold: float = Field(0.6, gt=0, le=1)
+        churn_exclude_stages: list[Literal["prospect", "new", "growth", "mature", "declining", "dormant", "churned",
+                                           "reactivated"]] = ["prospect", "churned"]
+
+    class Kpi(_Strict):
+        churn_period_days: int = Field(30, gt=0)
+        top_tiers: list[str] = Field(["strategic", "vip"], min_length=1)
+        top_customer_share: float = Field(0.1, gt=0, lt=1)
+
+    care_window_days: int = Field(7, ge=1, le=366)
+    tier_policies: dict[str, TierPolicy] = {}
+    early_warning: EarlyWarning = EarlyWarning()
+    kpi: Kpi = Kpi()
+
+    @model_validator(mode="after")
+    def _codes(self):
+        # tier codes end up in SQL and column values: the shape of a ladder code
+        allowed = set("abcdefghijklmnopqrstuvwxyz0123456789_")
+        for where, codes in (("tier_policies", list(self.tier_policies)), ("kpi.top_tiers", self.kpi.top_tiers)):
+            for code in codes:
+                if not (code[:1].isalpha() and set(code) <= allowed):
+                    raise ValueError(f"actions.{where}: {code!r} is not a tier code (a-z, 0-9 and _, starting with a letter)")
         return self
 
 
@@ -124,6 +179,7 @@ class Config(_Strict):
     tier_spec_hash: str
     gates: Gates = Gates()
     publish: Publish = Publish()
+    actions: Actions = Actions()
 
     @field_validator("business_timezone")
     @classmethod
@@ -146,6 +202,7 @@ class Config(_Strict):
             "tier_spec_version": self.tier_spec.version,
             "tier_spec_hash": self.tier_spec_hash,
             "publish_schema": self.publish.schema_,
+            "actions": self.actions.model_dump(),
         }
 
 

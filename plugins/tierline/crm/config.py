@@ -371,7 +371,7 @@ def connector_from_env(settings_: Settings, **overrides: Any):
 
 def emulator_module(settings_: Settings):
     """The CRM module as the CRM admins would set it up for this configuration (for the emulator)."""
-    from tierline.crm.emulator import DEFAULT_MODULES, FieldSpec, ModuleSpec
+    from tierline.crm.emulator import DEFAULT_MODULES, SYSTEM_FIELDS, FieldSpec, ModuleSpec
 
     base = DEFAULT_MODULES.get(settings_.module) or ModuleSpec({})
     fields = dict(base.fields)
@@ -382,5 +382,6 @@ def emulator_module(settings_: Settings):
     for pull in settings_.pulls:
         if pull.module == settings_.module:
             for name in pull.crm_fields:
-                fields.setdefault(name, FieldSpec())
+                if name not in SYSTEM_FIELDS:
+                    fields.setdefault(name, FieldSpec())
     return ModuleSpec(fields, base.system_duplicate_check)

@@ -1,0 +1,70 @@
+{#- Helpers of the history and actions marts (config/tierline.yml `actions`). -#}
+
+{% macro published_snapshots(identifier, columns) -%}
+    {#- Every published row of a snapshot table in the publish schema except the run date's own
+        slice (a re-run replaces it), with a fixed column list so that a model reading it compiles
+        the same way on the first run (nothing published yet: no rows) and after a release that
+        adds a column (rows published before it read null there). `columns` is a list of
+        (name, type) pairs. -#}
+    {%- set relation = adapter.get_relation(database=target.database, schema=var('publish_schema'), identifier=identifier) %}
+    {%- if relation is none %}
+    select
+        {%- for name, type in columns %}
+        null::{{ type }} as {{ name }}{% if not loop.last %},{% endif %}
+        {%- endfor %}
+    where false
+    {%- else %}
+    {%- set existing = adapter.get_columns_in_relation(relation) | map(attribute='name') | list %}
+    select
+        {%- for name, type in columns %}
+        {% if name in existing %}{{ name }}::{{ type }}{% else %}null::{{ type }}{% endif %} as {{ name }}{% if not loop.last %},{% endif %}
+        {%- endfor %}
+    from {{ relation }}
+    where as_of_date <> {{ as_of() }}
+    {%- endif %}
+{%- endmacro %}
+
+{% macro actions_config() -%}
+    {#- The validated `actions` section, cross-checked against the tier ladder (which the config
+        loader validates separately): a policy or KPI tier that is not a tier is an error that
+        names the key, not a silently empty result. -#}
+    {%- set actions = var('actions') %}
+    {%- set codes = var('tier_spec')['ladder'] | map(attribute='code') | list %}
+    {%- for code in actions['tier_policies'] %}
+        {%- if code not in codes %}
+            {{ exceptions.raise_compiler_error("config/tierline.yml actions.tier_policies." ~ code ~ ": not a tier of the ladder; use one of " ~ codes | join(', ')) }}
+        {%- endif %}
+    {%- endfor %}
+    {%- for code in actions['kpi']['top_tiers'] %}
+        {%- if code not in codes %}
+            {{ exceptions.raise_compiler_error("config/tierline.yml actions.kpi.top_tiers: " ~ code ~ " is not a tier of the ladder; use " ~ codes | join(', ')) }}
+        {%- endif %}
+    {%- endfor %}
+    {{- return(actions) }}
+{%- endmacro %}
+
+{% macro birthday_in_year(birth_date, year) -%}
+    {#- The birthday of `birth_date` in `year`; 29 February falls on 28 February in other years. -#}
+    (make_date(({{ year }})::integer, extract(month from {{ birth_date }})::integer, 1)
+        + least(
+            extract(day from {{ birth_date }})::integer,
+            extract(day from make_date(({{ year }})::integer, extract(month from {{ birth_date }})::integer, 1)
+                + interval '1 month' - interval '1 day')::integer
+        ) - 1)
+{%- endmacro %}
+
+{% macro stage_health(stage_expr) -%}
+    {#- Order of lifecycle stages for the direction of a stage change: active stages by maturity
+        (prospect < new < growth = reactivated < mature), then the risk stages below them
+        (declining > dormant > churned). A move to a higher value is up. -#}
+    case {{ stage_expr }}
+        when 'prospect' then 0
+        when 'new' then 1
+        when 'growth' then 2
+        when 'reactivated' then 2
+        when 'mature' then 3
+        when 'declining' then -1
+        when 'dormant' then -2
+        when 'churned' then -3
+    end
+{%- endmacro %}

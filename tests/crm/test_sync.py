@@ -1,0 +1,416 @@
+"""Reverse ETL against the emulator (real HTTP on loopback) and a real PostgreSQL warehouse."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+
+from tierline import cli
+from tierline.crm import config as crm_config
+from tierline.crm import sync
+from tierline.crm.emulator import DEFAULT_PERSON, FieldSpec, ModuleSpec
+
+from .sync_support import (
+    AS_OF,
+    ID_FIELD,
+    MODULE,
+    create_published_tables,
+    crm_by_id,
+    customer,
+    publish,
+    query,
+    settings_with,
+)
+
+NEXT_DAY = AS_OF + timedelta(days=1)
+
+
+@pytest.fixture
+def cfg() -> crm_config.Settings:
+    return crm_config.load()
+
+
+@pytest.fixture
+def crm(crm, cfg):
+    crm.define_module(MODULE, crm_config.emulator_module(cfg))
+    return crm
+
+
+@pytest.fixture
+def wh(warehouse_url) -> str:
+    create_published_tables(warehouse_url)
+    return warehouse_url
+
+
+@pytest.fixture
+def run(wh, connector, cfg, tmp_path):
+    """One sync run: ``run()``; keyword arguments override the sync's."""
+
+    def run_sync(**kwargs):
+        options = {"warehouse_url": wh, "connector": connector, "cfg": cfg, "out_dir": tmp_path / "dry", **kwargs}
+        return sync.sync(**options)
+
+    return run_sync
+
+
+def test_first_sync_creates_every_record_with_the_mapped_values(crm, wh, run):
+    publish(wh, [
+        customer(1, tier="vip", churn_risk=0.04321, predicted_clv=18250.5),
+        customer(2, tier="key", lifecycle_stage="declining", churn_risk=0.75),
+        customer(3, tier="potential", lifecycle_stage="prospect", churn_risk=None, predicted_clv=None,
+                 account_manager_id=None, tier_reason="x" * 300),
+    ])
+
+    result = run()
+
+    assert result["status"] == "ok"
+    assert (result["plan"]["creates"], result["push"]["created"]) == (3, 3)
+    stored = crm_by_id(crm)
+    assert len(crm.records(MODULE)) == 3
+    vip = stored["C00001"]
+    assert (vip["Tierline_Tier"], vip["Tierline_Lifecycle_Stage"]) == ("VIP", "Mature")
+    assert (vip["Tierline_Churn_Risk"], vip["Tierline_Predicted_CLV"]) == (0.043, 18250.0)
+    assert vip["Tierline_Next_Action"] == "VIP: call within 7 days"
+    assert vip["Tierline_Account_Manager"] == "M01"
+    assert vip["Account_Name"] == "Tierline customer C00001"
+    assert stored["C00002"]["Tierline_Next_Action"] == "Key account at risk: call within 3 days"
+    prospect = stored["C00003"]
+    assert (prospect["Tierline_Tier"], prospect["Tierline_Lifecycle_Stage"]) == ("Potential", "Prospect")
+    assert prospect.get("Tierline_Churn_Risk") is None and prospect.get("Tierline_Next_Action") is None
+    assert len(prospect["Tierline_Tier_Reason"]) == 255 and prospect["Tierline_Tier_Reason"].endswith("…")
+    state = dict(query(wh, "select customer_id, crm_id from crm_sync.record_state"))
+    assert state == {cid: record["id"] for cid, record in stored.items()}
+    assert result["reconcile"]["mismatch_count"] == 0
+    assert query(wh, "select count(*) from crm_sync.record_state where crm_modified_at is null") == [(0,)]
+
+
+def test_a_rerun_with_nothing_changed_sends_no_write(crm, wh, run):
+    publish(wh, [customer(n) for n in range(1, 6)])
+    run()
+    crm.reset_counters()
+
+    result = run()
+
+    assert crm.counters()["write_calls"] == 0
+    assert (result["plan"]["creates"], result["plan"]["updates"], result["push"]["sent"]) == (0, 0, 0)
+    assert result["status"] == "ok"
+
+
+def test_a_changed_row_sends_only_that_record_and_only_its_changed_fields(crm, wh, run):
+    rows = [customer(n) for n in range(1, 6)]
+    publish(wh, rows)
+    run()
+    rows[2] = customer(3, tier="vip")
+    publish(wh, rows, NEXT_DAY)
+    crm.reset_counters()
+
+    result = run()
+
+    assert crm.counters()["write_calls"] == 1
+    assert crm.counters()["records_written"] == 1
+    assert (result["plan"]["updates"], result["plan"]["unchanged"]) == (1, 4)
+    [(written,)] = query(wh, "select last_written from crm_sync.record_state where last_run_id = %s",
+                         result["run_id"])
+    assert written == {"Tierline_Tier": "VIP", "Tierline_Next_Action": "VIP: call within 7 days"}
+    assert crm_by_id(crm)["C00003"]["Tierline_Tier"] == "VIP"
+
+
+def test_429_with_retry_after_waits_that_long_and_completes(crm, wh, run, sleeps):
+    publish(wh, [customer(n) for n in range(1, 4)])
+    crm.rate_limit_next(2, retry_after=7, match="upsert")
+
+    result = run()
+
+    assert result["status"] == "ok" and len(crm.records(MODULE)) == 3
+    assert sleeps.waits == [7.0, 7.0]
+
+
+def test_429_without_retry_after_backs_off_with_jitter_and_completes(crm, wh, run, sleeps):
+    publish(wh, [customer(n) for n in range(1, 4)])
+    crm.rate_limit_next(3, match="upsert")
+
+    result = run()
+
+    assert result["status"] == "ok" and len(crm.records(MODULE)) == 3
+    assert len(sleeps.waits) == 3
+    assert all(0 <= wait <= cap for wait, cap in zip(sleeps.waits, [0.5, 1.0, 2.0], strict=True))
+
+
+def test_server_errors_are_retried(crm, wh, run):
+    publish(wh, [customer(n) for n in range(1, 4)])
+    crm.fail_next(2, 503, match="upsert")
+    crm.fail_next(1, 500, match="GET /crm/v8/Accounts")
+
+    result = run()
+
+    assert result["status"] == "ok" and len(crm.records(MODULE)) == 3
+    assert crm.counters()["statuses"]["503"] == 2
+
+
+def test_a_timed_out_upsert_is_retried_without_creating_duplicates(crm, wh, make_connector, cfg, tmp_path):
+    publish(wh, [customer(n) for n in range(1, 4)])
+    crm.delay_next(1.0, match="upsert")
+    connector = make_connector(timeout=0.3)
+
+    result = sync.sync(warehouse_url=wh, connector=connector, cfg=cfg)
+
+    assert result["status"] == "ok"
+    assert crm.counters()["write_calls"] == 2  # the CRM took the first attempt too
+    assert sorted(crm_by_id(crm)) == ["C00001", "C00002", "C00003"]
+    assert len(crm.records(MODULE)) == 3
+
+
+def test_a_persistent_rate_limit_stops_cleanly_and_the_next_run_sends_the_rest(crm, wh, run, cfg):
+    publish(wh, [customer(n) for n in range(1, 251)])
+    # current user, the change read and one upsert fit in the window; the second upsert does not.
+    crm.set_rate_limit(3, window_seconds=600)
+
+    stopped = run()
+
+    assert stopped["status"] == "stopped"
+    assert "CrmRateLimited" in stopped["push"]["stopped_reason"]
+    assert (stopped["push"]["sent"], stopped["push"]["unsent"]) == (100, 150)
+    assert query(wh, "select count(*) from crm_sync.record_state") == [(100,)]
+    assert query(wh, "select count(*) from crm_sync.outbox") == [(150,)]
+    assert len(crm.records(MODULE)) == 100
+
+    crm.set_rate_limit(None)
+    crm.reset_counters()
+    finished = run()
+
+    assert finished["status"] == "ok"
+    assert finished["plan"]["creates"] == 150
+    assert crm.counters()["records_written"] == 150
+    assert len(crm.records(MODULE)) == len(crm_by_id(crm)) == 250
+
+
+def test_a_crm_outage_stops_the_push_without_losing_anything(crm, wh, run):
+    publish(wh, [customer(n) for n in range(1, 4)])
+    crm.fail_next(4, 503, match="upsert")  # the first upsert and its three retries
+
+    stopped = run()
+    finished = run()
+
+    assert stopped["status"] == "stopped" and "CrmUnavailable" in stopped["push"]["stopped_reason"]
+    assert stopped["push"]["unsent"] == 3
+    assert finished["status"] == "ok" and len(crm_by_id(crm)) == 3
+
+
+def test_records_the_crm_refuses_become_dead_letters(crm, wh, run, cfg):
+    spec = crm_config.emulator_module(cfg)
+    # The CRM admins have not added "Potential" to the tier picklist yet.
+    fields = {**spec.fields, "Tierline_Tier": FieldSpec("picklist", values=("Strategic", "VIP", "Key", "Regular"))}
+    crm.define_module(MODULE, ModuleSpec(fields, spec.system_duplicate_check))
+    crm.reject_records(["C00004"], field="Tierline_Churn_Risk", message="value fails a validation rule")
+    publish(wh, [customer(1), customer(2, tier="potential"), customer(3), customer(4)])
+
+    result = run()
+
+    assert result["push"]["dead_lettered"] == 2 and result["dead_letters"] == 2
+    assert sorted(crm_by_id(crm)) == ["C00001", "C00003"]
+    letters = {r[0]: r[1:] for r in query(
+        wh, "select customer_id, error_code, field, attempts, message from crm_sync.dead_letters")}
+    assert letters["C00002"][:3] == ("INVALID_DATA", "Tierline_Tier", 1)
+    assert letters["C00004"] == ("INVALID_DATA", "Tierline_Churn_Risk", 1, "value fails a validation rule")
+    assert sorted(r[0] for r in query(wh, "select customer_id from crm_sync.record_state")) == ["C00001", "C00003"]
+
+
+def test_a_whole_batch_rejection_is_split_until_the_bad_record_is_alone(crm, wh, run):
+    publish(wh, [customer(n) for n in range(1, 11)])
+    crm.reject_batches(containing=["C00006"])
+
+    result = run()
+
+    assert sorted(crm_by_id(crm)) == [f"C{n:05d}" for n in range(1, 11) if n != 6]
+    assert query(wh, "select customer_id, error_code, field from crm_sync.dead_letters") == [
+        ("C00006", "INVALID_DATA", ID_FIELD)]
+    # 10 refused -> 5 clean + 5 refused -> 2 refused + 3 clean -> 1 refused (the bad one) + 1 clean
+    assert result["push"]["split_batches"] == 3
+    assert crm.counters()["write_calls"] == result["push"]["upsert_calls"] == 7
+
+
+def test_dead_letters_wait_for_a_retry_which_clears_them_on_success(crm, wh, run, cfg, monkeypatch, tmp_path,
+                                                                    capsys):
+    spec = crm_config.emulator_module(cfg)
+    narrow = {**spec.fields, "Tierline_Tier": FieldSpec("picklist", values=("Strategic", "VIP", "Key", "Regular"))}
+    crm.define_module(MODULE, ModuleSpec(narrow, spec.system_duplicate_check))
+    publish(wh, [customer(1), customer(2, tier="potential")])
+    run()
+    crm.reset_counters()
+
+    unchanged = run()
+
+    assert unchanged["plan"]["held_by_dead_letters"] == 1 and crm.counters()["write_calls"] == 0
+    # The admins add the missing picklist value; the operator replays the dead letters.
+    crm.define_module(MODULE, spec)
+    for arg, name in crm_config.ENV.items():
+        monkeypatch.setenv(name, crm.connector_kwargs()[arg])
+    monkeypatch.setenv("TIERLINE_HOME", str(tmp_path))
+
+    assert cli.main(["crm-retry"]) == 0
+
+    assert json.loads(capsys.readouterr().out)["push"]["created"] == 1
+    assert crm_by_id(crm)["C00002"]["Tierline_Tier"] == "Potential"
+    assert query(wh, "select count(*) from crm_sync.dead_letters") == [(0,)]
+    assert crm.counters()["write_calls"] == 1
+
+
+def test_an_unmapped_code_is_a_dead_letter_without_a_crm_call(crm, wh, run):
+    publish(wh, [customer(1), customer(2, tier="diamond")])
+
+    result = run()
+
+    assert result["plan"]["mapping_errors"] == 1
+    assert crm.counters()["records_written"] == 1
+    assert query(wh, "select customer_id, error_code, field from crm_sync.dead_letters") == [
+        ("C00002", "UNMAPPED_VALUE", "Tierline_Tier")]
+
+
+def test_dry_run_writes_the_planned_changes_and_changes_nothing(crm, wh, run, monkeypatch, tmp_path, capsys):
+    rows = [customer(n) for n in range(1, 4)]
+    publish(wh, rows)
+    run()
+    rows[0] = customer(1, tier="vip")
+    rows.append(customer(4))
+    publish(wh, rows, NEXT_DAY)
+    tables = ("record_state", "outbox", "dead_letters", "conflicts", "reconciliation", "runs", "sync_watermarks")
+    before = {t: query(wh, f"select * from crm_sync.{t} order by 1") for t in tables}
+    crm.reset_counters()
+    for arg, name in crm_config.ENV.items():
+        monkeypatch.setenv(name, crm.connector_kwargs()[arg])
+    monkeypatch.setenv("TIERLINE_HOME", str(tmp_path))
+
+    assert cli.main(["crm-sync", "--dry-run"]) == 0
+
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["status"] == "dry_run"
+    [path] = (tmp_path / "crm").glob("dry_run_*.jsonl")
+    assert str(path) == printed["dry_run_file"]
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines[0]["kind"] == "summary" and (lines[0]["creates"], lines[0]["updates"]) == (1, 1)
+    by_customer = {line["customer_id"]: line for line in lines[1:]}
+    assert by_customer["C00001"]["kind"] == "update"
+    assert by_customer["C00001"]["changes"]["Tierline_Tier"] == {"old": "Regular", "new": "VIP"}
+    assert by_customer["C00004"]["kind"] == "create"
+    assert by_customer["C00004"]["changes"]["Tierline_Tier"] == {"old": None, "new": "Regular"}
+    assert by_customer["C00004"]["also_sent"]["Account_Name"] == "Tierline customer C00004"
+    assert crm.counters()["write_calls"] == 0
+    assert {t: query(wh, f"select * from crm_sync.{t} order by 1") for t in tables} == before
+    assert crm_by_id(crm)["C00001"]["Tierline_Tier"] == "Regular"
+
+
+def test_a_persons_edit_is_recorded_as_a_conflict_and_not_overwritten(crm, wh, run):
+    rows = [customer(1), customer(2)]
+    publish(wh, rows)
+    run()
+    crm.person_edits(MODULE, "C00001", {"Tierline_Tier": "Strategic"})
+    rows[0] = customer(1, tier="vip")
+    publish(wh, rows, NEXT_DAY)
+    crm.reset_counters()
+
+    result = run()
+
+    record = crm_by_id(crm)["C00001"]
+    assert record["Tierline_Tier"] == "Strategic"
+    assert record["Tierline_Next_Action"] == "VIP: call within 7 days"  # the rest of the change went through
+    assert query(wh, "select customer_id, field, our_value, their_value, their_editor, resolved_at "
+                     "from crm_sync.conflicts") == [
+        ("C00001", "Tierline_Tier", "VIP", "Strategic", DEFAULT_PERSON["name"], None)]
+    assert result["open_conflicts"] == 1
+    assert crm.counters()["records_written"] == 1
+
+    crm.reset_counters()
+    again = run()
+
+    assert crm.counters()["write_calls"] == 0
+    assert again["plan"]["new_conflicts"] == 0 and query(wh, "select count(*) from crm_sync.conflicts") == [(1,)]
+
+    rows[0] = customer(1, tier="strategic")
+    publish(wh, rows, NEXT_DAY + timedelta(days=1))
+    agreed = run()
+
+    assert agreed["plan"]["conflicts_resolved_by_agreement"] == 1
+    assert query(wh, "select resolution from crm_sync.conflicts") == [("agreed",)]
+    assert crm_by_id(crm)["C00001"]["Tierline_Tier"] == "Strategic"
+
+
+def test_a_released_conflict_lets_the_next_sync_overwrite(crm, wh, run):
+    publish(wh, [customer(1)])
+    run()
+    crm.person_edits(MODULE, "C00001", {"Tierline_Tier": "Key"})
+    run()
+    assert crm_by_id(crm)["C00001"]["Tierline_Tier"] == "Key"
+
+    query(wh, "update crm_sync.conflicts set resolved_at = now(), resolution = 'released' returning 1")
+    result = run()
+
+    assert result["plan"]["updates"] == 1
+    assert crm_by_id(crm)["C00001"]["Tierline_Tier"] == "Regular"
+
+
+def test_an_unprotected_field_is_overwritten_without_a_conflict(crm, wh, connector, tmp_path):
+    cfg = settings_with(tmp_path, {"Tierline_Next_Action": {"protect_human_edits": False}})
+    publish(wh, [customer(1, lifecycle_stage="new")])
+    sync.sync(warehouse_url=wh, connector=connector, cfg=cfg)
+    crm.person_edits(MODULE, "C00001", {"Tierline_Next_Action": "called on Monday"})
+
+    result = sync.sync(warehouse_url=wh, connector=connector, cfg=cfg)
+
+    assert crm_by_id(crm)["C00001"]["Tierline_Next_Action"] == "Welcome call within 30 days"
+    assert result["plan"]["new_conflicts"] == 0 and result["plan"]["updates"] == 1
+
+
+def test_fill_if_empty_fills_a_gap_once_and_then_leaves_the_field_to_people(crm, wh, run, connector):
+    # C00002 was in the CRM before the first sync, with a manager a person set.
+    connector.upsert(MODULE, [{ID_FIELD: "C00002", "Account_Name": "Existing account",
+                               "Tierline_Account_Manager": "M77"}], ID_FIELD)
+    crm.person_edits(MODULE, "C00002", {"Phone": "+86 10 1234 5678"})
+    rows = [customer(1), customer(2)]
+    publish(wh, rows)
+
+    first = run()
+
+    stored = crm_by_id(crm)
+    assert (stored["C00001"]["Tierline_Account_Manager"], stored["C00002"]["Tierline_Account_Manager"]) == (
+        "M01", "M77")
+    assert stored["C00002"]["Account_Name"] == "Existing account"  # an update, not a create
+    assert (first["plan"]["creates"], first["plan"]["updates"]) == (1, 1)
+
+    publish(wh, [customer(1, account_manager_id="M02"), customer(2, account_manager_id="M02")], NEXT_DAY)
+    crm.reset_counters()
+    unchanged = run()
+
+    assert crm.counters()["write_calls"] == 0 and unchanged["plan"]["updates"] == 0
+    assert crm_by_id(crm)["C00001"]["Tierline_Account_Manager"] == "M01"
+
+    crm.person_edits(MODULE, "C00001", {"Tierline_Account_Manager": None})
+    run()
+
+    assert crm_by_id(crm)["C00001"]["Tierline_Account_Manager"] == "M02"
+    assert query(wh, "select count(*) from crm_sync.conflicts") == [(0,)]
+
+
+def test_reconciliation_reports_a_value_the_crm_changed_after_our_write(crm, wh, connector, cfg):
+    publish(wh, [customer(1), customer(2)])
+    run_id = "manual__reconcile"
+
+    sync.plan_step(run_id, warehouse_url=wh, connector=connector, cfg=cfg)
+    pushed = sync.push_step(run_id, warehouse_url=wh, connector=connector, cfg=cfg)
+    crm.person_edits(MODULE, "C00002", {"Tierline_Lifecycle_Stage": "Dormant"})
+    result = sync.reconcile_step(run_id, warehouse_url=wh, connector=connector, cfg=cfg)
+
+    assert pushed.created == 2
+    assert result["checked"] == 2 and result["mismatch_count"] == 1
+    [mismatch] = result["mismatches"]
+    assert (mismatch["customer_id"], mismatch["field"], mismatch["expected"], mismatch["actual"]) == (
+        "C00002", "Tierline_Lifecycle_Stage", "Mature", "Dormant")
+    assert query(wh, "select customer_id, field, expected, actual, crm_modified_by from crm_sync.reconciliation") == [
+        ("C00002", "Tierline_Lifecycle_Stage", "Mature", "Dormant", DEFAULT_PERSON["name"])]
+    assert query(wh, "select status from crm_sync.runs where run_id = %s", run_id) == [("mismatches",)]
+
+    # The next run still sees the person's edit: a conflict, not an overwrite.
+    later = sync.sync(warehouse_url=wh, connector=connector, cfg=cfg)
+    assert later["plan"]["new_conflicts"] == 1
+    assert crm_by_id(crm)["C00002"]["Tierline_Lifecycle_Stage"] == "Dormant"
