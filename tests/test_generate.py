@@ -547,3 +547,12 @@ def test_cli_clean_and_argument_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path), "--customers", "100", "--history-days", "100", "--no-progress"])
     assert "history_days must be at least" in capsys.readouterr().err
+
+
+def test_refuses_to_mix_with_other_extract_dates_but_reruns_in_place(tmp_path):
+    generate(tmp_path, customers=100, days=2, progress=False)
+    before = digest(tmp_path)
+    generate(tmp_path, customers=100, days=2, progress=False)
+    assert digest(tmp_path) == before
+    with pytest.raises(ValueError, match="already holds extract folders"):
+        generate(tmp_path, customers=100, days=1, progress=False)

@@ -39,11 +39,23 @@ class Lifecycle(_Strict):
     dormant_days: int = Field(180, gt=0)
     churned_days: int = Field(365, gt=0)
     reactivated_window_days: int = Field(90, gt=0)
+    reactivated_min_gap_days: int = Field(90, gt=0)
+    cadence_min_purchase_days: int = Field(3, ge=2)
+    dormant_cadence_multiple: float = Field(3, gt=0)
+    dormant_min_days: int = Field(30, gt=0)
+    dormant_max_days: int = Field(365, gt=0)
+    churned_cadence_multiple: float = Field(6, gt=0)
+    churned_min_days: int = Field(90, gt=0)
+    churned_max_days: int = Field(730, gt=0)
 
     @model_validator(mode="after")
     def _ordered(self):
-        if not self.dormant_days < self.churned_days:
-            raise ValueError("lifecycle.dormant_days must be smaller than lifecycle.churned_days")
+        pairs = [("dormant_days", "churned_days"), ("dormant_min_days", "dormant_max_days"),
+                 ("churned_min_days", "churned_max_days"), ("dormant_min_days", "churned_min_days"),
+                 ("dormant_max_days", "churned_max_days"), ("dormant_cadence_multiple", "churned_cadence_multiple")]
+        for low, high in pairs:
+            if not getattr(self, low) < getattr(self, high):
+                raise ValueError(f"lifecycle.{low} must be smaller than lifecycle.{high}")
         return self
 
 

@@ -49,38 +49,48 @@ def _summarise_failures(run_results: dict) -> list[str]:
     return lines
 
 
-def build(layer: str, *, warehouse_url: str, dbt_vars: dict, build_schema: str, run_dir: Path) -> DbtResult:
+def _invoke(command: list[str], name: str, *, warehouse_url: str, dbt_vars: dict, build_schema: str,
+            run_dir: Path) -> DbtResult:
     from dbt.cli.main import dbtRunner
 
     os.environ.update(warehouse.dbt_env(warehouse_url))
     os.environ["TIERLINE_BUILD_SCHEMA"] = build_schema
     os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     target = settings.home() / "dbt_target"
+    artifacts = run_dir / "dbt" / name
     args = [
-        "build",
-        "--select", *LAYERS[layer],
+        *command,
         "--vars", json.dumps(dbt_vars, ensure_ascii=False, default=str),
         "--project-dir", str(settings.DBT_PROJECT_DIR),
         "--profiles-dir", str(settings.DBT_PROJECT_DIR),
         "--target-path", str(target),
-        "--log-path", str(run_dir / "dbt" / layer),
+        "--log-path", str(artifacts),
         "--no-use-colors",
     ]
     started = time.perf_counter()
     outcome = dbtRunner().invoke(args)
     seconds = round(time.perf_counter() - started, 2)
 
-    artifacts = run_dir / "dbt" / layer
     artifacts.mkdir(parents=True, exist_ok=True)
-    for name in ("manifest.json", "run_results.json"):
-        if (target / name).exists():
-            shutil.copy2(target / name, artifacts / name)
+    for artifact in ("manifest.json", "run_results.json"):
+        if (target / artifact).exists():
+            shutil.copy2(target / artifact, artifacts / artifact)
     run_results = json.loads((artifacts / "run_results.json").read_text()) if (
         artifacts / "run_results.json").exists() else {}
     if not outcome.success:
         detail = _summarise_failures(run_results) or [f"  {outcome.exception}"]
-        raise DbtFailed(
-            f"dbt build of the {layer} layer failed:\n" + "\n".join(detail)
-            + f"\nLogs and run_results.json: {artifacts}"
-        )
-    return DbtResult(layer, seconds, len(run_results.get("results", [])), artifacts)
+        raise DbtFailed(f"dbt {command[0]} of {name} failed:\n" + "\n".join(detail)
+                        + f"\nLogs and run_results.json: {artifacts}")
+    return DbtResult(name, seconds, len(run_results.get("results", [])), artifacts)
+
+
+def build(layer: str, *, warehouse_url: str, dbt_vars: dict, build_schema: str, run_dir: Path) -> DbtResult:
+    """Build one layer with its data tests; unit tests are for `make test`, not for every run."""
+    return _invoke(["build", "--select", *LAYERS[layer], "--exclude-resource-type", "unit_test"], layer,
+                   warehouse_url=warehouse_url, dbt_vars=dbt_vars, build_schema=build_schema, run_dir=run_dir)
+
+
+def unit_tests(*, warehouse_url: str, dbt_vars: dict, build_schema: str, run_dir: Path) -> DbtResult:
+    """Run the project's dbt unit tests (given/expect rows); the models' parents must exist."""
+    return _invoke(["test", "--select", "test_type:unit"], "unit_tests",
+                   warehouse_url=warehouse_url, dbt_vars=dbt_vars, build_schema=build_schema, run_dir=run_dir)

@@ -635,6 +635,14 @@ class _Generator:
                 f"fit (a purchase, a gap of over a year, a return), got {history_days}"
             )
         self.out = Path(out_dir)
+        names = {d.isoformat() for d in (start_date + timedelta(days=k) for k in range(days))}
+        stale = sorted(p.name for p in self.out.glob("[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]")
+                       if p.name not in names) if self.out.is_dir() else []
+        if stale:
+            raise ValueError(
+                f"{self.out} already holds extract folders this run would not write ({', '.join(stale[:3])}...); "
+                "a pipeline would load them together: use an empty folder or delete them"
+            )
         self.n, self.days, self.seed, self.history_days = customers, days, seed, history_days
         self.dirty, self.progress = dirty, progress
         self.dates = [start_date + timedelta(days=k) for k in range(days)]
@@ -662,6 +670,8 @@ class _Generator:
     def pool_matrix(self, values: tuple[str, ...], encoding: str) -> np.ndarray:
         key = (id(values), encoding)
         if key not in self._pools:
+            # Keyed by identity (hashing a 5,000-name tuple per call is slow); keeping the tuple alive
+            # guarantees its id is not reused by another pool.
             self._pool_keep.append(values)
             self._pools[key] = _from_bytes([_csv(v).encode(encoding) for v in values])
         return self._pools[key]
@@ -1361,19 +1371,20 @@ class _Generator:
         tier = _choice(rng, _TIER_WEIGHTS, n)
         reason = [_OVERRIDE_REASONS[TIERS[t]][int(rng.integers(0, 3))] for t in tier.tolist()]
         today = self.day_numbers[k]
-        end_kind = rng.random(n)
+        # The snapshot always has open-ended, expired and running overrides, however few there are.
+        end_kind = rng.permutation(np.arange(n) % 3) if k == 0 else rng.integers(0, 3, n)
         past = np.minimum(today - rng.integers(1, 120, n), valid_from + rng.integers(30, 200, n))
-        valid_to = np.where(end_kind < 0.3, -1,
-                            np.where(end_kind < 0.65, np.maximum(past, valid_from + 1),
+        valid_to = np.where(end_kind == 0, -1,
+                            np.where(end_kind == 1, np.maximum(past, valid_from + 1),
                                      today + rng.integers(30, 400, n)))
         manager = self.c_manager[who]
         by_manager = (manager >= 0) & (rng.random(n) < 0.6)
         set_by = [self.format_id("manager", int(m) + 1) if b else _OVERRIDE_ADMINS[int(rng.integers(0, 4))]
                   for m, b in zip(manager.tolist(), by_manager.tolist(), strict=True)]
-        set_at = valid_from * DAY - TZ_OFFSET - rng.integers(0, 7 * DAY, n)
-        lo = self.ends[k - 1] if k else self.t_start
-        updated = np.where((set_at >= lo) & (set_at < self.ends[k]), set_at,
-                           _when(rng, np.full(n, lo if k else self.ends[0] - 30 * DAY), self.ends[k]))
+        if k == 0:  # set up to a week before it took effect
+            updated = valid_from * DAY - TZ_OFFSET - rng.integers(HOUR, 7 * DAY, n)
+        else:
+            updated = _when(rng, np.full(n, self.ends[k - 1]), self.ends[k])
         return {"who": who, "tier": tier, "reason": reason, "valid_from": valid_from, "valid_to": valid_to,
                 "set_by": set_by, "updated": updated}
 
@@ -1443,6 +1454,7 @@ class _Generator:
         row = dict(template)
         raw: set[str] = set()
         if kind != "missing_key":
+            # A key no real row uses: quarantining the row then never orphans orders, items or refunds.
             row.update(self.fresh_key(sink, row))
         if kind == "bad_number":
             column, values = _BAD_NUMBER[name]
@@ -1478,7 +1490,7 @@ class _Generator:
         return [self.render(sink, row, raw=raw)]
 
     @staticmethod
-    def render(sink: _Sink, row: dict[str, str], columns=None, raw: set[str] = frozenset()) -> str:
+    def render(sink: _Sink, row: dict[str, str], columns=None, raw: frozenset[str] | set[str] = frozenset()) -> str:
         return ",".join(row[c] if c in raw else _csv(row[c]) for c in (columns or sink.columns))
 
     # -- the run --------------------------------------------------------------------------------

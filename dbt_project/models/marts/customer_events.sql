@@ -6,7 +6,7 @@ with
 tiers as (
     select
         customer_id,
-        as_of_date,
+        {{ as_of() }} as as_of_date,
         tier,
         tier_rank,
         decided_by,
@@ -22,7 +22,7 @@ tiers as (
 stages as (
     select
         customer_id,
-        as_of_date,
+        {{ as_of() }} as as_of_date,
         lifecycle_stage,
         churn_risk_reason
     from {{ ref('customer_lifecycle') }}

@@ -12,7 +12,6 @@
 {%- set branches = spec.get('branches') or {} %}
 {%- set metrics = [] %}
 {%- for dim in spec['dimensions'].values() %}{% for m in dim['metrics'] %}{% if m not in metrics %}{% do metrics.append(m) %}{% endif %}{% endfor %}{% endfor %}
-{%- set previous = adapter.get_relation(database=target.database, schema=var('publish_schema'), identifier='customer_tier') %}
 with
 
 value as (
@@ -111,24 +110,13 @@ overrides as (
 ),
 
 previous as (
-    {%- if previous is not none %}
-    select distinct on (customer_id)
-        customer_id,
-        tier as previous_tier,
-        -- by code, not by stored rank: the ladder may have changed since
-        {{ tier_rank('policy_tier') }} as previous_policy_rank,
-        evaluations_below as previous_evaluations_below
-    from {{ previous }}
-    where as_of_date < {{ as_of() }}
-    order by customer_id, as_of_date desc
-    {%- else %}
     select
-        null::text as customer_id,
-        null::text as previous_tier,
-        null::integer as previous_policy_rank,
-        null::integer as previous_evaluations_below
-    where false
-    {%- endif %}
+        customer_id,
+        previous_tier,
+        -- by code, not by a stored rank: the ladder may have changed since
+        {{ tier_rank('previous_policy_tier') }} as previous_policy_rank,
+        previous_evaluations_below
+    from {{ ref('int_customers__previous_evaluation') }}
 ),
 
 held as (

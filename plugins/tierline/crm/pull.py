@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from tierline import warehouse
-from tierline.crm import CrmConnector, parse_crm_time
+from tierline.crm import CrmConnector, parse_crm_time, state
 from tierline.crm import config as crm_config
-from tierline.crm import state
 from tierline.crm.config import PullColumn, PullMapping, Settings
 from tierline.crm.state import SCHEMA, dumps
 

@@ -50,9 +50,9 @@ from tierline.crm import (
     CrmUnavailable,
     RecordResult,
     parse_crm_time,
+    state,
 )
 from tierline.crm import config as crm_config
-from tierline.crm import state
 from tierline.crm.config import Settings, UnmappedValue
 from tierline.crm.state import SCHEMA, bulk, dumps
 
@@ -687,13 +687,18 @@ def sync(*, run_id: str | None = None, as_of: date | None = None, dry_run: bool 
         with state.run_lock(conn, cfg.module):
             planned = plan(conn, connector, cfg, run_id=run_id, as_of=as_of, include_dead_letters=retry_dead_letters)
             out: dict[str, Any] = {"run_id": run_id, "mode": mode, "plan": planned.summary()}
+            timings = out["step_seconds"] = {}
             if dry_run:
                 out.update(status="dry_run", dry_run_file=str(write_dry_run(planned, out_dir)))
             else:
                 save_plan(conn, planned, mode=mode)
+                timings["plan"] = round(time.perf_counter() - started, 3)
                 pushed = push(conn, connector, cfg, run_id=run_id)
                 out["push"] = asdict(pushed)
+                timings["push"] = pushed.seconds
+                reconcile_started = time.perf_counter()
                 out["reconcile"] = _reconcile_after(conn, connector, cfg, run_id, pushed)
+                timings["reconcile"] = round(time.perf_counter() - reconcile_started, 3)
                 out["status"] = _status(pushed, out["reconcile"])
                 out["dead_letters"] = conn.execute(f"select count(*) from {SCHEMA}.dead_letters").fetchone()[0]
                 out["open_conflicts"] = conn.execute(
