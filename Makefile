@@ -13,7 +13,7 @@ DAYS ?= 3
 SCALE ?= 100000
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test run lint bench holdout warehouse-url stop clean crm-sync crm-retry
+.PHONY: help venv demo test run lint bench simulate holdout warehouse-url stop clean crm-sync crm-retry
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,10 @@ lint: $(STAMP) ## ruff (with AIR3) and sqlfluff on the dbt models
 
 bench: $(STAMP) ## time every stage at SCALE customers (default 100000); writes bench/results/
 	$(BIN)/python bench/bench_pipeline.py --customers $(SCALE)
+
+simulate: $(STAMP) ## what-if of a tier specification, nothing published: make simulate SPEC=<file>
+	@test -n "$(SPEC)" || { echo "usage: make simulate SPEC=<tier_spec.yml>"; exit 2; }
+	$(BIN)/python -m tierline.simulate --spec "$(SPEC)"
 
 holdout: $(STAMP) ## CDNOW holdout report (predicted vs actual repeat purchases): reports/cdnow/
 	$(BIN)/python -m tierline.btyd holdout --transactions tests/data/cdnow/CDNOW_sample.txt --out reports/cdnow

@@ -101,18 +101,18 @@ def publish(url: str, customers: int, as_of: date, changed_every: int | None = N
                        1 + (n * 7919) %% 5] end,
                    'score percentile ' || ((n * 31) %% 100) || ', monetary ' || (n * 13) %% 50000,
                    'M' || lpad(((n * 17) %% 200)::text, 3, '0'), '2026.11.1'
-            from generate_series(1, %(n)s) as n""", {"d": as_of, "n": customers})
+            from generate_series(1::bigint, %(n)s) as n""", {"d": as_of, "n": customers})
         conn.execute("""
             insert into analytics.customer_lifecycle (customer_id, as_of_date, lifecycle_stage, churn_risk)
             select 'C' || lpad(n::text, 7, '0'), %(d)s,
                    (array['prospect','new','growth','mature','declining','dormant','churned','reactivated'])[
                        1 + (n * 104729) %% 8], ((n * 37) %% 1000) / 1000.0
-            from generate_series(1, %(n)s) as n""", {"d": as_of, "n": customers})
+            from generate_series(1::bigint, %(n)s) as n""", {"d": as_of, "n": customers})
         conn.execute("""
             insert into analytics.customer_value (customer_id, as_of_date, predicted_clv, account_manager_id)
             select 'C' || lpad(n::text, 7, '0'), %(d)s, round(((n * 7.77) %% 90000)::numeric, 2),
                    'M' || lpad(((n * 17) %% 200)::text, 3, '0')
-            from generate_series(1, %(n)s) as n""", {"d": as_of, "n": customers})
+            from generate_series(1::bigint, %(n)s) as n""", {"d": as_of, "n": customers})
 
 
 def measure(name: str, records: int, result: dict, counters: dict, time_scale: float, sleep: TimedSleep) -> dict:

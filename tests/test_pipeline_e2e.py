@@ -13,9 +13,11 @@ import uuid
 from datetime import date
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import yaml
 
-from tierline import cli, config, generate, warehouse
+from tierline import cli, config, generate, settings, simulate, warehouse
 
 DAY1, DAY2, DAY3 = date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)
 ANALYTICS = ("customer_value", "customer_tier", "customer_lifecycle", "tier_history", "publication_log")
@@ -43,7 +45,7 @@ def scenario(server_url, tmp_path_factory):
     patch.setenv("TIERLINE_RETRY_DELAY_SECONDS", "1")
 
     landing = root / "landing"
-    generate.generate(landing, customers=400, days=2, seed=11, start_date=DAY1, progress=False)
+    generate.generate(landing, customers=800, days=2, seed=11, start_date=DAY1, progress=False)
     # day 3: an orders file whose every row points at an unknown customer -> the raw gate fails
     (landing / DAY3.isoformat()).mkdir()
     with (landing / DAY3.isoformat() / "sales_orders.csv").open("w") as handle:
@@ -60,6 +62,12 @@ def scenario(server_url, tmp_path_factory):
     result["fingerprints"]["day2"] = fingerprint(url)
     result["codes"]["day3"] = cli.run(landing, DAY3, quiet=True)
     result["fingerprints"]["day3"] = fingerprint(url)
+    strict = yaml.safe_load((settings.config_path().parent / "tier_spec.yml").read_text())
+    for tier in strict["ladder"][:3]:
+        tier["min_score_percentile"] = min(0.999, tier["min_score_percentile"] + 0.1)
+    (root / "strict_spec.yml").write_text(yaml.safe_dump(strict, allow_unicode=True))
+    result["simulation"] = simulate.run(root / "strict_spec.yml")
+    result["fingerprints"]["simulated"] = fingerprint(url)
     yield result
     patch.undo()
     warehouse.drop_database(url)
@@ -67,8 +75,6 @@ def scenario(server_url, tmp_path_factory):
 
 
 def latest_run_dir(day: date) -> Path:
-    from tierline import settings
-
     return max((settings.runs_dir() / day.isoformat()).iterdir(), key=lambda p: p.stat().st_mtime)
 
 
@@ -143,3 +149,61 @@ def test_run_keeps_its_artifacts(scenario):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["rows_in"] == summary["rows_loaded"] + summary["rows_quarantined"] > 0
     assert sum(t["customers"] for t in summary["tier_mix"]) == summary["published"]["customer_tier"]
+
+
+def published(scenario, day: date) -> pd.DataFrame:
+    with warehouse.connect(scenario["url"]) as conn:
+        rows = conn.execute(
+            "select t.customer_id, t.tier, t.tier_rank, l.lifecycle_stage from analytics.customer_tier t "
+            "join analytics.customer_lifecycle l using (customer_id, as_of_date) where as_of_date = %s", (day,)).fetchall()
+    frame = pd.DataFrame(rows, columns=["customer_id", "tier", "tier_rank", "stage"])
+    personas = pd.read_csv(scenario["landing"] / "_personas.csv")
+    return frame.merge(personas, on="customer_id", validate="1:1")
+
+
+def share(frame: pd.DataFrame, persona: str, column: str, allowed: set[str]) -> float:
+    group = frame[frame["persona"] == persona]
+    assert len(group) >= 5, f"too few {persona} customers to judge"
+    return group[column].isin(allowed).mean()
+
+
+def test_personas_land_where_a_domain_expert_would_put_them(scenario):
+    frame = published(scenario, DAY2)
+    assert share(frame, "prospect", "stage", {"prospect"}) == 1.0
+    assert share(frame, "newcomer", "stage", {"new"}) >= 0.9
+    assert share(frame, "churned", "stage", {"churned"}) >= 0.9
+    assert share(frame, "churned", "tier", {"potential"}) >= 0.9
+    assert share(frame, "reactivated", "stage", {"reactivated"}) >= 0.9
+    assert share(frame, "loyal_whale", "tier", {"strategic", "vip", "key"}) >= 0.9
+    assert share(frame, "loyal_whale", "stage", {"dormant", "churned"}) == 0.0
+    assert share(frame, "declining", "stage", {"new", "growth"}) == 0.0
+
+
+def test_a_customer_ahead_on_every_input_is_never_in_a_lower_tier(scenario):
+    # The ladder's inputs are score percentile, monetary and orders; same branch, same thresholds.
+    with warehouse.connect(scenario["url"]) as conn:
+        violations = conn.execute(
+            """
+            with t as (
+                select t.customer_id, t.branch_code, t.rule_tier, t.score_percentile, v.monetary, v.orders_in_window,
+                       (select r from unnest(%s::text[]) with ordinality u(code, r) where code = t.rule_tier) as rule_rank
+                from analytics.customer_tier t join analytics.customer_value v using (customer_id, as_of_date)
+                where as_of_date = %s
+            )
+            select count(*) from t a join t b on a.branch_code is not distinct from b.branch_code
+            where a.score_percentile >= b.score_percentile and a.monetary >= b.monetary
+              and a.orders_in_window >= b.orders_in_window and a.rule_rank > b.rule_rank
+            """, ([t.code for t in config.load().tier_spec.ladder], DAY2)).fetchone()[0]
+    assert violations == 0
+
+
+def test_simulation_reports_moves_and_publishes_nothing(scenario):
+    sim = scenario["simulation"]
+    assert scenario["fingerprints"]["simulated"] == scenario["fingerprints"]["day3"]
+    assert sum(t["simulated_customers"] for t in sim.tiers) == sum(t["published_customers"] for t in sim.tiers)
+    assert sum(m["customers"] for m in sim.migration) == sum(t["published_customers"] for t in sim.tiers)
+    # stricter percentiles can only move customers down the ladder
+    order = [t.code for t in config.load().tier_spec.ladder]
+    assert all(order.index(m["to_tier"]) >= order.index(m["from_tier"]) for m in sim.migration)
+    assert sim.customers_moved > 0 and sim.movers
+    assert "Migration matrix" in sim.report.read_text()

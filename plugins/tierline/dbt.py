@@ -49,7 +49,7 @@ def _summarise_failures(run_results: dict) -> list[str]:
     return lines
 
 
-def _invoke(command: list[str], name: str, *, warehouse_url: str, dbt_vars: dict, build_schema: str,
+def invoke(command: list[str], name: str, *, warehouse_url: str, dbt_vars: dict, build_schema: str,
             run_dir: Path) -> DbtResult:
     from dbt.cli.main import dbtRunner
 
@@ -86,11 +86,11 @@ def _invoke(command: list[str], name: str, *, warehouse_url: str, dbt_vars: dict
 
 def build(layer: str, *, warehouse_url: str, dbt_vars: dict, build_schema: str, run_dir: Path) -> DbtResult:
     """Build one layer with its data tests; unit tests are for `make test`, not for every run."""
-    return _invoke(["build", "--select", *LAYERS[layer], "--exclude-resource-type", "unit_test"], layer,
+    return invoke(["build", "--select", *LAYERS[layer], "--exclude-resource-type", "unit_test"], layer,
                    warehouse_url=warehouse_url, dbt_vars=dbt_vars, build_schema=build_schema, run_dir=run_dir)
 
 
 def unit_tests(*, warehouse_url: str, dbt_vars: dict, build_schema: str, run_dir: Path) -> DbtResult:
     """Run the project's dbt unit tests (given/expect rows); the models' parents must exist."""
-    return _invoke(["test", "--select", "test_type:unit"], "unit_tests",
+    return invoke(["test", "--select", "test_type:unit"], "unit_tests",
                    warehouse_url=warehouse_url, dbt_vars=dbt_vars, build_schema=build_schema, run_dir=run_dir)
