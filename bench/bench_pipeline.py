@@ -108,6 +108,7 @@ def run_day(ctx) -> dict[str, float]:
         ("gate_raw", lambda: pipeline.gate(ctx, "raw")),
         ("dbt_staging", lambda: pipeline.build(ctx, "staging")),
         ("gate_staging", lambda: pipeline.gate(ctx, "staging")),
+        ("fit_clv", lambda: pipeline.fit_clv(ctx)),
         ("dbt_marts", lambda: pipeline.build(ctx, "marts")),
         ("gate_marts", lambda: pipeline.gate(ctx, "marts")),
         ("publish", lambda: pipeline.publish(ctx)),
@@ -145,10 +146,23 @@ def dbt_single_build(ctx) -> float:
 
     os.environ.update(warehouse.dbt_env(ctx.warehouse_url))
     started = time.perf_counter()
-    dbtRunner().invoke(["build", "--vars", json.dumps(ctx.dbt_vars(), ensure_ascii=False),
+    dbtRunner().invoke(["build", "--exclude-resource-type", "unit_test", "--vars", json.dumps(ctx.dbt_vars(), ensure_ascii=False),
                         "--project-dir", str(settings.DBT_PROJECT_DIR), "--profiles-dir", str(settings.DBT_PROJECT_DIR),
                         "--target-path", str(settings.home() / "dbt_target"), "--quiet"])
     return time.perf_counter() - started
+
+
+def predictive(ctx) -> dict[str, float]:
+    """The BTYD summary in SQL (rebuilt alone) plus the BG/NBD + Gamma-Gamma fit and predictions."""
+    from tierline import clv, dbt
+
+    summary, _ = timed(lambda: dbt.invoke(["run", "--select", "int_customers__btyd_summary"], "bench_summary",
+                                          warehouse_url=ctx.warehouse_url, dbt_vars=ctx.dbt_vars(),
+                                          build_schema=ctx.config.publish.build_schema, run_dir=ctx.run_dir))
+    with warehouse.connect(ctx.warehouse_url) as conn:
+        fit, outcome = timed(lambda: clv.fit_and_predict(conn, as_of=ctx.as_of, cfg=ctx.config.clv, run_id="bench"))
+    return {"summary_sql_and_dbt_seconds": summary, "fit_and_predict_seconds": fit, "total": summary + fit,
+            "customers": outcome.customers, "method": outcome.method}
 
 
 def main() -> int:
@@ -184,6 +198,9 @@ def main() -> int:
                 day = START + timedelta(days=offset)
                 print(f"incremental {day}:", flush=True)
                 incremental[day.isoformat()] = run_day(pipeline.context(day, f"bench-{day}", data))
+            print("predictive fit (SQL summary + BG/NBD + Gamma-Gamma):", flush=True)
+            results["predictive"] = predictive(pipeline.context(START, "bench-predictive", data))
+            print(f"    {results['predictive']}", flush=True)
             print("one dbt build of the whole project:", flush=True)
             single = dbt_single_build(pipeline.context(START + timedelta(days=args.days - 1), "bench-single", data))
             print(f"    {single:.2f} s\nfloor (COPY + one SQL):", flush=True)

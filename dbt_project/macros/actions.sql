@@ -28,6 +28,11 @@
     {#- The validated `actions` section, cross-checked against the tier ladder (which the config
         loader validates separately): a policy or KPI tier that is not a tier is an error that
         names the key, not a silently empty result. -#}
+    {%- if not execute %}
+        {#- parsing only collects refs; the project may be parsed without the pipeline's vars (lint) -#}
+        {{- return({'care_window_days': 1, 'tier_policies': {}, 'early_warning': {'churn_risk_threshold': 1, 'churn_exclude_stages': []},
+                    'kpi': {'churn_period_days': 1, 'top_tiers': [], 'top_customer_share': 0.1}}) }}
+    {%- endif %}
     {%- set actions = var('actions') %}
     {%- set codes = var('tier_spec')['ladder'] | map(attribute='code') | list %}
     {%- for code in actions['tier_policies'] %}

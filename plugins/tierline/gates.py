@@ -37,6 +37,8 @@ PARTIAL_UNEXPECTED_COUNT = 5
 # reading) and then fetch samples for the failed checks only.
 _COUNTS_ONLY = {"result_format": "BASIC", "partial_unexpected_count": 0}
 _WITH_SAMPLE = {"result_format": "BASIC", "partial_unexpected_count": PARTIAL_UNEXPECTED_COUNT}
+_ROWS_SAMPLE = {"result_format": "COMPLETE"}
+_ROW_FIELDS = 6  # leading columns of a failed query's row shown in a failure message
 
 # Names that end up in SQL or file paths are restricted to plain lower-case identifiers, so they
 # never need quoting rules of their own.
@@ -407,7 +409,21 @@ def _validate_suite(context, datasource, suite: _Suite) -> list[CheckResult]:
         for n, result in zip(to_sample, _run(context, batch, suite, specs, _WITH_SAMPLE), strict=True):
             sample = (result.result or {}).get("partial_unexpected_list") or []
             checks[n].partial_unexpected = list(sample)[:PARTIAL_UNEXPECTED_COUNT]
+    # A failed query check shows its first rows, so the failure names the file or key to look at;
+    # GX returns the rows only with the COMPLETE result format.
+    failed_queries = [n for n, c in enumerate(checks) if not c.success and c.expectation == UNEXPECTED_ROWS
+                      and c.unexpected_count]
+    if failed_queries:
+        specs = [suite.expectations[n] for n in failed_queries]
+        for n, result in zip(failed_queries, _run(context, batch, suite, specs, _ROWS_SAMPLE), strict=True):
+            rows = ((result.result or {}).get("details") or {}).get("unexpected_rows") or []
+            checks[n].partial_unexpected = [_row_text(row) for row in rows[:PARTIAL_UNEXPECTED_COUNT]]
     return checks
+
+
+def _row_text(row) -> str:
+    items = row.items() if hasattr(row, "items") else enumerate(row)
+    return ", ".join(f"{key}={value}" for key, value in list(items)[:_ROW_FIELDS])
 
 
 def _run(context, batch, suite: _Suite, specs: list[_Expectation], result_format: dict) -> list:

@@ -336,6 +336,22 @@ def test_a_persons_edit_is_recorded_as_a_conflict_and_not_overwritten(crm, wh, r
     assert crm_by_id(crm)["C00001"]["Tierline_Tier"] == "Strategic"
 
 
+def test_a_persons_edit_seen_while_the_record_is_not_written_is_still_protected_later(crm, wh, run):
+    publish(wh, [customer(1)])
+    run()
+    crm.person_edits(MODULE, "C00001", {"Tierline_Tier": "Key"})
+    publish(wh, [customer(1, tier="diamond")], NEXT_DAY)
+    skipped = run()  # the edit is read now, but the record cannot be mapped this run
+    assert skipped["plan"]["mapping_errors"] == 1 and skipped["plan"]["new_conflicts"] == 0
+
+    publish(wh, [customer(1, tier="vip")], NEXT_DAY + timedelta(days=1))
+    result = run()
+
+    assert result["plan"]["new_conflicts"] == 1
+    assert crm_by_id(crm)["C00001"]["Tierline_Tier"] == "Key"
+    assert query(wh, "select their_value, their_editor from crm_sync.conflicts") == [("Key", DEFAULT_PERSON["name"])]
+
+
 def test_a_released_conflict_lets_the_next_sync_overwrite(crm, wh, run):
     publish(wh, [customer(1)])
     run()

@@ -44,9 +44,11 @@ policies as (
     from (
         values
         {%- for code, policy in policies.items() %}
-        ('{{ code }}', {{ policy['contact_every_days'] if policy['contact_every_days'] is not none else 'null' }}::integer,
-            {{ 'true' if policy['dedicated_manager'] else 'false' }}, {{ 'true' if policy['birthday_care'] else 'false' }},
-            {{ policy['priority'] }})
+            (
+                '{{ code }}', {{ policy['contact_every_days'] if policy['contact_every_days'] is not none else 'null' }}::integer,
+                {{ 'true' if policy['dedicated_manager'] else 'false' }}, {{ 'true' if policy['birthday_care'] else 'false' }},
+                {{ policy['priority'] }}
+            )
             {%- if not loop.last %},{% endif %}
         {%- endfor %}
         {%- if not policies %}
@@ -99,10 +101,11 @@ follow_up_actions as (
         null::text as birthday_md,
         last_interaction_date,
         case
-            when last_interaction_date is null then format(
-                'no interaction since the customer was created on %s; %s tier: contact every %s days',
-                created_date, tier, contact_every_days
-            )
+            when last_interaction_date is null
+                then format(
+                    'no interaction since the customer was created on %s; %s tier: contact every %s days',
+                    created_date, tier, contact_every_days
+                )
             else format(
                 'last interaction %s (%s days ago); %s tier: contact every %s days',
                 last_interaction_date, as_of_date - last_interaction_date, tier, contact_every_days

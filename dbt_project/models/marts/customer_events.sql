@@ -42,7 +42,7 @@ previous_tiers as (
         tier_spec_hash as previous_tier_spec_hash
     from {{ ref('int_published__customer_tier_snapshots') }}
     where as_of_date < {{ as_of() }}
-    order by customer_id, as_of_date desc
+    order by customer_id asc, as_of_date desc
 ),
 
 previous_stages as (
@@ -52,7 +52,7 @@ previous_stages as (
         lifecycle_stage as previous_stage
     from {{ ref('int_published__customer_lifecycle_snapshots') }}
     where as_of_date < {{ as_of() }}
-    order by customer_id, as_of_date desc
+    order by customer_id asc, as_of_date desc
 ),
 
 tier_changes as (
@@ -74,7 +74,8 @@ tier_changes as (
             when previous_tiers.customer_id is null then 'new_customer'
             when tiers.decided_by = 'override' then 'override'
             when previous_tiers.previous_decided_by = 'override' then 'override_expired'
-            when tiers.tier_rank > previous_tiers.previous_tier_rank
+            when
+                tiers.tier_rank > previous_tiers.previous_tier_rank
                 and 'hysteresis' in (tiers.decided_by, previous_tiers.previous_decided_by) then 'decay'
             when previous_tiers.previous_tier_spec_hash <> tiers.tier_spec_hash then 'rule'
             else 'score'
@@ -106,13 +107,15 @@ tier_events as (
             when 'new_customer' then format('first evaluation: %s', tier_reason)
             when 'override' then tier_reason
             when 'override_expired' then format('override to %s no longer applies; %s', from_value, tier_reason)
-            when 'decay' then format(
-                'below the %s line for %s consecutive evaluations (hysteresis); %s',
-                from_value, previous_evaluations_below + 1, tier_reason
-            )
-            when 'rule' then format(
-                'tier rules changed (%s -> %s); %s', previous_tier_spec_version, tier_spec_version, tier_reason
-            )
+            when 'decay'
+                then format(
+                    'below the %s line for %s consecutive evaluations (hysteresis); %s',
+                    from_value, previous_evaluations_below + 1, tier_reason
+                )
+            when 'rule'
+                then format(
+                    'tier rules changed (%s -> %s); %s', previous_tier_spec_version, tier_spec_version, tier_reason
+                )
             else format(
                 'score percentile %s -> %s; %s', previous_score_percentile, score_percentile, tier_reason
             )

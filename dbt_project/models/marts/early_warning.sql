@@ -58,8 +58,10 @@ thresholds as (
     from (
         values
         {%- for line in lines %}
-        ({{ "'" ~ line['branch'] ~ "'" if line['branch'] else 'null' }}::text, '{{ line["code"] }}'
-            {%- for field in fields %}, {{ line['values'][field] if line['values'][field] is not none else 'null' }}::numeric{% endfor %})
+            (
+                {{ "'" ~ line['branch'] ~ "'" if line['branch'] else 'null' }}::text, '{{ line["code"] }}'
+                {%- for field in fields %}, {{ line['values'][field] if line['values'][field] is not none else 'null' }}::numeric{% endfor %}
+            )
             {%- if not loop.last %},{% endif %}
         {%- endfor %}
     ) as lines (branch_code, tier, min_score_percentile, min_monetary, min_orders)
@@ -90,10 +92,14 @@ demotions as (
         greatest({{ demote_after }} - held.evaluations_below, 1) as evaluations_until_demotion,
         held.score_percentile,
         -- how far below the current tier's line (0 = meets it; null = the tier has no such line)
-        case when held.line_score_percentile is not null
-            then greatest(held.line_score_percentile - held.score_percentile, 0) end as score_gap,
-        case when held.line_monetary is not null
-            then greatest(held.line_monetary - value.monetary, 0) end as monetary_gap,
+        case
+            when held.line_score_percentile is not null
+                then greatest(held.line_score_percentile - held.score_percentile, 0)
+        end as score_gap,
+        case
+            when held.line_monetary is not null
+                then greatest(held.line_monetary - value.monetary, 0)
+        end as monetary_gap,
         stages.churn_risk,
         value.monetary,
         value.predicted_clv,
@@ -101,12 +107,20 @@ demotions as (
         format(
             'rules say %s, held at %s by hysteresis (%s of {{ demote_after }} evaluations below); short of the %s line by %s',
             held.rule_tier, held.tier, held.evaluations_below, held.tier,
-            concat_ws(', ',
-                case when held.line_score_percentile > held.score_percentile
-                    then format('score percentile %s (%s < %s)', round(held.line_score_percentile - held.score_percentile, 4),
-                        round(held.score_percentile, 4), held.line_score_percentile) end,
-                case when held.line_monetary > value.monetary
-                    then format('monetary %s (%s < %s)', held.line_monetary - value.monetary, value.monetary, held.line_monetary) end)
+            concat_ws(
+                ', ',
+                case
+                    when held.line_score_percentile > held.score_percentile
+                        then format(
+                            'score percentile %s (%s < %s)', round(held.line_score_percentile - held.score_percentile, 4),
+                            round(held.score_percentile, 4), held.line_score_percentile
+                        )
+                end,
+                case
+                    when held.line_monetary > value.monetary
+                        then format('monetary %s (%s < %s)', held.line_monetary - value.monetary, value.monetary, held.line_monetary)
+                end
+            )
         ) as reason,
         held.branch_code,
         held.account_manager_id
@@ -135,17 +149,20 @@ churn as (
         -- one; the larger of it and the past window's revenue keeps such customers on top
         round(stages.churn_risk * greatest(coalesce(value.predicted_clv, 0), coalesce(value.monetary, 0)), 2)
             as value_at_risk,
-        format('churn risk %s >= {{ warning["churn_risk_threshold"] }} (%s): %s',
-            stages.churn_risk, stages.lifecycle_stage, stages.churn_risk_reason) as reason,
+        format(
+            'churn risk %s >= {{ warning["churn_risk_threshold"] }} (%s): %s',
+            stages.churn_risk, stages.lifecycle_stage, stages.churn_risk_reason
+        ) as reason,
         tiers.branch_code,
         tiers.account_manager_id
     from tiers
     inner join stages on tiers.customer_id = stages.customer_id
     left join value on tiers.customer_id = value.customer_id
-    where stages.churn_risk >= {{ warning['churn_risk_threshold'] }}
-    {%- if warning['churn_exclude_stages'] %}
-      and stages.lifecycle_stage not in ({% for stage in warning['churn_exclude_stages'] %}'{{ stage }}'{% if not loop.last %}, {% endif %}{% endfor %})
-    {%- endif %}
+    where
+        stages.churn_risk >= {{ warning['churn_risk_threshold'] }}
+        {%- if warning['churn_exclude_stages'] %}
+            and stages.lifecycle_stage not in ({% for stage in warning['churn_exclude_stages'] %}'{{ stage }}'{% if not loop.last %}, {% endif %}{% endfor %})
+        {%- endif %}
 ),
 
 ranked as (
@@ -153,8 +170,9 @@ ranked as (
         *,
         row_number() over (
             partition by warning_type
-            order by evaluations_until_demotion asc nulls last, score_gap desc nulls last,
-                value_at_risk desc nulls last, churn_risk desc nulls last, monetary desc nulls last, customer_id
+            order by
+                evaluations_until_demotion asc nulls last, score_gap desc nulls last,
+                value_at_risk desc nulls last, churn_risk desc nulls last, monetary desc nulls last, customer_id asc
         ) as rank_in_type
     from (
         select * from demotions

@@ -48,7 +48,7 @@ period_start as (
         lifecycle_stage as start_stage
     from {{ ref('int_published__customer_lifecycle_snapshots') }}
     where as_of_date <= {{ as_of() }} - {{ period }}
-    order by customer_id, as_of_date desc
+    order by customer_id asc, as_of_date desc
 ),
 
 start_tiers as (
@@ -68,7 +68,7 @@ ladder as (
         values
         ('all', null::integer),
         {%- for tier in ladder %}
-        ('{{ tier["code"] }}', {{ loop.index }}){% if not loop.last %},{% endif %}
+            ('{{ tier["code"] }}', {{ loop.index }}){% if not loop.last %},{% endif %}
         {%- endfor %}
     ) as ladder_tiers (tier, tier_rank)
 ),
@@ -215,8 +215,9 @@ final as (
         round(by_tier.average_nps_answer, 2)::numeric(4, 2) as average_nps_answer,
         round(nps.nps, 1)::numeric(4, 1) as nps,
         coalesce(nps.nps_responses, 0)::bigint as nps_responses,
-        case when ladder.tier = 'all'
-            then round(coalesce(by_tier.top_tiers_monetary, 0) / nullif(by_tier.monetary, 0), 4)
+        case
+            when ladder.tier = 'all'
+                then round(coalesce(by_tier.top_tiers_monetary, 0) / nullif(by_tier.monetary, 0), 4)
         end as top_tiers_monetary_share,
         round(coalesce(by_tier.top_customers_monetary, 0) / nullif(by_tier.monetary, 0), 4) as top_customers_monetary_share
     from ladder

@@ -24,7 +24,7 @@ previous_tiers as (
         tier as previous_tier
     from {{ ref('int_published__customer_tier_snapshots') }}
     where as_of_date < {{ as_of() }}
-    order by customer_id, as_of_date desc
+    order by customer_id asc, as_of_date desc
 ),
 
 ladder as (
@@ -32,7 +32,7 @@ ladder as (
     from (
         values
         {%- for tier in ladder %}
-        ('{{ tier["code"] }}', {{ loop.index }}){% if not loop.last %},{% endif %}
+            ('{{ tier["code"] }}', {{ loop.index }}){% if not loop.last %},{% endif %}
         {%- endfor %}
     ) as ladder_tiers (tier, tier_rank)
 ),
@@ -41,7 +41,11 @@ grid as (
     select
         from_states.tier as from_tier,
         to_states.tier as to_tier
-    from (select tier from ladder union all select 'new' as tier) as from_states
+    from (
+        select tier from ladder
+        union all
+        select 'new' as tier
+    ) as from_states
     cross join ladder as to_states
 ),
 

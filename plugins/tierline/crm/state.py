@@ -2,8 +2,9 @@
 
 - ``record_state``: per customer, what the CRM holds for us: the checksum of the values last
   planned, the CRM id, the values we last wrote or confirmed (``synced_values``), the last known
-  CRM values of our fields (``crm_values``), the fields of the last write and the CRM's
-  ``Modified_Time`` of it (from the read-back). Changed only for records the CRM confirmed.
+  CRM values of our fields (``crm_values``), protected fields a person changed since our last
+  write of them (``person_edits``), the fields of the last write and the CRM's ``Modified_Time``
+  of it (from the read-back). Writes change it only once the CRM confirmed them.
 - ``outbox``: the planned writes not yet confirmed or dead-lettered; a push drains it.
 - ``dead_letters``: records the CRM (or the value mapping) refused, with the error and attempts.
 - ``conflicts``: a person's edit the sync did not overwrite; open while ``resolved_at`` is null.
@@ -28,6 +29,7 @@ create table if not exists {SCHEMA}.record_state (
     checksum text not null,
     synced_values jsonb not null default '{{}}',
     crm_values jsonb not null default '{{}}',
+    person_edits jsonb not null default '{{}}',
     last_written jsonb,
     last_run_id text,
     synced_at timestamptz,

@@ -251,23 +251,37 @@ def plan(conn, connector: CrmConnector, cfg: Settings, *, run_id: str, as_of: da
             continue
         candidates.append((row, desired))
 
+    wanted = {r["customer_id"] for r, _ in candidates} | (observed.keys() & checksums.keys())
     with conn.cursor(row_factory=dict_row) as cur:
         states = {s["customer_id"]: s for s in cur.execute(
-            f"select customer_id, crm_id, checksum, synced_values, crm_values from {SCHEMA}.record_state "
-            "where customer_id = any(%s)", ([r["customer_id"] for r, _ in candidates],))}
+            f"select customer_id, crm_id, checksum, synced_values, crm_values, person_edits from {SCHEMA}.record_state "
+            "where customer_id = any(%s)", (list(wanted),))}
     protected = [f.crm_field for f in cfg.fields if f.ownership == "overwrite" and f.protect_human_edits]
+    # Every observed edit by a person is kept on the record, whether or not this run writes it, so a
+    # later run that does write the record still knows (the watermark will not show the edit again).
+    for customer_id, record in observed.items():
+        current = states.get(customer_id)
+        if current is not None:
+            edits = None if _editor(record)[0] == integration_id else _person_edits(record, current, protected)
+            result.observations[customer_id] = {
+                "customer_id": customer_id, "crm_id": record.get("id"), "person_edits": edits,
+                "crm_values": {f: record.get(f) for f in cfg.crm_fields}}
+            if edits is not None:
+                current["person_edits"] = edits
     for row, desired in candidates:
         _plan_record(result, cfg, row, desired, states.get(row["customer_id"]), observed.get(row["customer_id"]),
                      dict(open_conflicts.get(row["customer_id"], {})), protected, dead, include_dead_letters,
                      settled)
-
-    planned = {c.customer_id for c in result.changes} | {u["customer_id"] for u in result.unchanged}
-    for customer_id, record in observed.items():
-        if customer_id not in planned and customer_id in checksums:
-            result.observations[customer_id] = {
-                "customer_id": customer_id, "crm_id": record.get("id"),
-                "crm_values": {f: record.get(f) for f in cfg.crm_fields}}
     return result
+
+
+def _person_edits(record: dict[str, Any], current: dict[str, Any], protected: list[str]) -> dict[str, Any]:
+    """The protected fields a person left different from what we last wrote: field -> value, editor, time."""
+    editor_id, editor_name = _editor(record)
+    return {name: {"value": record.get(name), "editor": editor_name, "editor_id": editor_id,
+                   "at": record["_time"].isoformat()}
+            for name in protected
+            if name in current["synced_values"] and not same(record.get(name), current["synced_values"][name])}
 
 
 def _plan_record(result: Plan, cfg: Settings, row: dict[str, Any], desired: dict[str, Any],
@@ -275,26 +289,21 @@ def _plan_record(result: Plan, cfg: Settings, row: dict[str, Any], desired: dict
                  protected: list[str], dead: dict[str, str | None], include_dead_letters: bool,
                  settled: dict[tuple[str, str], datetime]) -> None:
     customer_id = row["customer_id"]
-    if seen is not None and current is not None:
-        editor_id, editor_name = _editor(seen)
-        if editor_id != result.integration_user_id:
-            for name in protected:
-                if name not in current["synced_values"]:
-                    continue
-                theirs = seen.get(name)
-                if same(theirs, current["synced_values"][name]) or same(theirs, desired[name]):
-                    continue
-                if settled.get((customer_id, name)) and seen["_time"] <= settled[(customer_id, name)]:
-                    continue
-                conflict = {"customer_id": customer_id, "field": name, "our_value": desired[name],
-                            "their_value": theirs, "their_editor": editor_name, "their_editor_id": editor_id,
-                            "their_modified_at": seen["_time"].isoformat()}
-                if name not in held:
-                    result.new_conflicts.append(conflict)
-                    held[name] = conflict
-                elif not same(held[name]["their_value"], theirs):
-                    result.conflict_updates.append({**conflict, "conflict_id": held[name]["conflict_id"]})
-                    held[name] = {**held[name], "their_value": theirs}
+    for name, edit in (current["person_edits"] if current else {}).items():
+        if name not in protected or same(edit["value"], desired[name]):
+            continue
+        edited_at = datetime.fromisoformat(edit["at"])
+        if settled.get((customer_id, name)) and edited_at <= settled[(customer_id, name)]:
+            continue
+        conflict = {"customer_id": customer_id, "field": name, "our_value": desired[name],
+                    "their_value": edit["value"], "their_editor": edit["editor"], "their_editor_id": edit["editor_id"],
+                    "their_modified_at": edit["at"]}
+        if name not in held:
+            result.new_conflicts.append(conflict)
+            held[name] = conflict
+        elif not same(held[name]["their_value"], edit["value"]):
+            result.conflict_updates.append({**conflict, "conflict_id": held[name]["conflict_id"]})
+            held[name] = {**held[name], "their_value": edit["value"]}
     for name, conflict in list(held.items()):
         if "conflict_id" in conflict and same(desired[name], conflict["their_value"]):
             result.agreed_conflicts.append(conflict["conflict_id"])
@@ -377,8 +386,10 @@ def save_plan(conn, result: Plan, *, mode: str = "sync") -> None:
                          "where conflict_id = any(%s)", (result.agreed_conflicts,))
         bulk(conn, f"""
             update {SCHEMA}.record_state as s set crm_values = s.crm_values || r.crm_values,
-                crm_id = coalesce(r.crm_id, s.crm_id), updated_at = now()
-            from jsonb_to_recordset(%(rows)s::jsonb) as r(customer_id text, crm_id text, crm_values jsonb)
+                crm_id = coalesce(r.crm_id, s.crm_id), person_edits = coalesce(r.person_edits, s.person_edits),
+                updated_at = now()
+            from jsonb_to_recordset(%(rows)s::jsonb) as r(customer_id text, crm_id text, crm_values jsonb,
+                 person_edits jsonb)
             where s.customer_id = r.customer_id""", result.observations.values())
         bulk(conn, f"""
             insert into {SCHEMA}.record_state as s (customer_id, crm_id, checksum, synced_values, crm_values)
@@ -457,6 +468,7 @@ from jsonb_to_recordset(%(rows)s::jsonb) as r(customer_id text, crm_id text, che
 on conflict (customer_id) do update set crm_id = excluded.crm_id, checksum = excluded.checksum,
     synced_values = s.synced_values || excluded.synced_values, crm_values = s.crm_values || excluded.crm_values,
     last_written = excluded.last_written, last_run_id = excluded.last_run_id, synced_at = excluded.synced_at,
+    person_edits = s.person_edits - array(select jsonb_object_keys(excluded.last_written)),
     crm_modified_at = null, updated_at = now()
 """
 
