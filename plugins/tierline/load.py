@@ -36,12 +36,6 @@ PG_ENCODING = {"utf-8": "UTF8", "utf-8-sig": "UTF8", "gb18030": "GB18030"}
 CSV_FIELD = r'(?:"(?:[^"]|"")*"|[^,"]*)'
 CSV_LINE = f"^{CSV_FIELD}(?:,{CSV_FIELD})*$"
 NUMERIC = r"^[+-]?([0-9]{1,3}(,[0-9]{3})+|[0-9]+)?(\.[0-9]+)?$"
-INTEGER = r"^[+-]?[0-9]+$"
-TIMESTAMP = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?)?"
-    r" ?(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)?$"
-)
-DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 
 
 @dataclass
@@ -199,7 +193,7 @@ def ensure_raw_schema(conn) -> None:
             create or replace function raw.tl_is_valid(v text, t text) returns boolean
             language plpgsql stable as $$
             begin
-                if t = 'date' then perform v::date; else perform v::timestamptz; end if;
+                execute format('select %L::%s', v, t);
                 return true;
             exception when others then return false;
             end $$
@@ -252,15 +246,8 @@ def _checks(entity: contract.Entity, fmt: FileFormat, as_of: date) -> list[sql.C
         if not column.nullable and column.name not in entity.key:
             checks.append(sql.SQL("case when {c} is null then {m} end").format(
                 c=c, m=_lit(f"missing required value in {column.name}")))
-        pattern = {"int": INTEGER, "numeric": NUMERIC, "timestamp": TIMESTAMP, "date": DATE}.get(column.type)
-        if pattern:
-            valid = sql.SQL("{c} ~ {p}").format(c=c, p=_lit(pattern))
-            if column.type == "numeric":
-                valid = sql.SQL("({v} and {c} ~ '[0-9]')").format(v=valid, c=c)
-            if column.type in ("timestamp", "date"):
-                pg = "timestamptz" if column.type == "timestamp" else "date"
-                valid = sql.SQL("(case when {v} then raw.tl_is_valid({c}, {t}) else false end)").format(
-                    v=valid, c=c, t=_lit(pg))
+        valid = _valid(column)
+        if valid is not None:
             checks.append(sql.SQL("case when {c} is not null and not {v} then format({m}, {c}) end").format(
                 c=c, v=valid, m=_lit(f"unparsable {column.type} in {column.name}: %s")))
         if column.choices:
@@ -281,6 +268,32 @@ def _checks(entity: contract.Entity, fmt: FileFormat, as_of: date) -> list[sql.C
             t=_typed(entity.column(name)), d=_lit(as_of), c=ident(name),
             m=_lit(f"{name} %s is after the extract date {as_of.isoformat()}")))
     return checks
+
+
+def _valid(column: contract.Column) -> sql.Composable | None:
+    """Whether a field parses as its contract type.
+
+    A character-set guard keeps out what PostgreSQL would parse but the contract does not allow
+    (`now`, `epoch`, `NaN`, `Infinity`, exponents, month names); PostgreSQL's own parser then
+    decides the rest (2025-02-30 is not a date). Full regular expressions cost several times more
+    per field, so the thousands-separator pattern is only checked on values that have a comma.
+    """
+    c = sql.Identifier(column.name)
+    if column.type == "int":
+        return sql.SQL("(translate({c}, '0123456789+-', '') = '' and raw.tl_is_valid({c}, 'bigint'))").format(c=c)
+    if column.type == "numeric":
+        return sql.SQL(
+            "(translate({c}, '0123456789+-.,', '') = '' and (strpos({c}, ',') = 0 or {c} ~ {p}) "
+            "and raw.tl_is_valid(replace({c}, ',', ''), 'numeric'))").format(c=c, p=_lit(NUMERIC))
+    if column.type == "timestamp":
+        return sql.SQL(
+            "(translate({c}, '0123456789-:.TZtz +', '') = '' and substr({c}, 5, 1) = '-' and substr({c}, 8, 1) = '-' "
+            "and raw.tl_is_valid({c}, 'timestamptz'))").format(c=c)
+    if column.type == "date":
+        return sql.SQL(
+            "(length({c}) = 10 and translate({c}, '0123456789-', '') = '' and raw.tl_is_valid({c}, 'date'))"
+        ).format(c=c)
+    return None
 
 
 def _typed(column: contract.Column) -> sql.Composable:
@@ -335,20 +348,25 @@ def load_file(conn, entity: contract.Entity, path: Path, sha256: str, as_of: dat
     conn.execute(sql.SQL(
         """
         create temp table tl_checked as
-        -- materialized: inlined, the split would be re-run by every check that reads a field
-        with parsed as materialized (
-            select _line_no, _line,
-                   case when _line is null or _line = '' then null
-                        when strpos(_line, '"') = 0 then string_to_array(_line, ',')
-                        when _line ~ {csv_line} then raw.tl_csv_fields(_line)
-                   end as _f
+        -- the split runs once per line (offset 0 keeps the planner from inlining it into every
+        -- field), and the values are materialised for the same reason: every check reads them
+        with valued as materialized (
+            select _line_no, _line, _f, {values}
             from tl_lines
-        ), valued as materialized (
-            select _line_no, _line, _f, {values} from parsed
+            cross join lateral (
+                select case when _line is null or _line = '' then null
+                            when strpos(_line, '"') = 0 then string_to_array(_line, ',')
+                            when _line ~ {csv_line} then raw.tl_csv_fields(_line)
+                       end as _f
+                offset 0
+            ) as parsed
         ), first_check as (
             select *, coalesce({checks}) as _reason0 from valued
+        ), repeated as (
+            -- a hash pass finds the few repeated keys; only their rows are compared in full
+            select {key} from first_check where _reason0 is null group by {key} having count(*) > 1
         ), conflicting as (
-            select {key} from first_check where _reason0 is null
+            select {key} from first_check inner join repeated using ({key}) where _reason0 is null
             group by {key} having count(distinct {content}) > 1
         )
         select c.*, coalesce(c._reason0,
@@ -409,6 +427,10 @@ def load_date(conn, manifest: dict, as_of: date, run_id: str, business_tz: str, 
     """Replace everything loaded for ``as_of`` with the manifest's files, in one transaction."""
     ensure_raw_schema(conn)
     conn.execute(sql.SQL("set local timezone = {}").format(_lit(business_tz)))
+    # the per-file checks hash and materialise whole files; spilling them to disk costs more
+    # than the memory (one backend, well under the 2 GiB budget)
+    conn.execute("set local work_mem = '256MB'")
+    conn.execute("set local temp_buffers = '512MB'")
     conn.execute("set local datestyle = 'ISO, YMD'")
     for entity in contract.ENTITIES:
         conn.execute(sql.SQL("delete from {}.{} where _extract_date = %s").format(

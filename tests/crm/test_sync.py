@@ -7,10 +7,11 @@ from datetime import timedelta
 
 import pytest
 
-from tierline import cli
+from tierline import cli, warehouse
 from tierline.crm import config as crm_config
-from tierline.crm import sync
+from tierline.crm import state, sync
 from tierline.crm.emulator import DEFAULT_PERSON, FieldSpec, ModuleSpec
+from tierline.errors import ConfigError
 
 from .sync_support import (
     AS_OF,
@@ -430,3 +431,34 @@ def test_reconciliation_reports_a_value_the_crm_changed_after_our_write(crm, wh,
     later = sync.sync(warehouse_url=wh, connector=connector, cfg=cfg)
     assert later["plan"]["new_conflicts"] == 1
     assert crm_by_id(crm)["C00002"]["Tierline_Lifecycle_Stage"] == "Dormant"
+
+
+def test_config_errors_name_the_key_and_what_is_allowed(tmp_path):
+    with pytest.raises(ConfigError) as raised:
+        settings_with(tmp_path, {"Tierline_Next_Action": {"ownership": "sometimes"}})
+
+    message = str(raised.value)
+    assert "push.fields.Tierline_Next_Action.ownership" in message and "'overwrite' or 'fill_if_empty'" in message
+    # Checks against the tier spec and the published columns report every problem at once.
+    with pytest.raises(ConfigError) as raised:
+        settings_with(tmp_path, {
+            "Tierline_Tier": {"value_map": {"strategic": "Strategic", "vip": "VIP"}},
+            "Tierline_Churn_Risk": {"column": "churn_riks"},
+            "Tierline_Lifecycle_Stage": {"value_map": None},
+        })
+
+    message = str(raised.value)
+    assert "push.fields.Tierline_Tier.value_map: no label for key, regular, potential" in message
+    assert "push.fields.Tierline_Churn_Risk.column: unknown column 'churn_riks'" in message
+    assert "push.fields.Tierline_Lifecycle_Stage.value_map: a picklist field needs a value_map" in message
+
+
+def test_a_second_sync_of_the_module_waits_its_turn(crm, wh, connector, cfg):
+    publish(wh, [customer(1)])
+    with warehouse.connect(wh, autocommit=True) as other:
+        state.ensure(other)
+        with state.run_lock(other, MODULE), pytest.raises(state.Busy):
+            sync.sync(warehouse_url=wh, connector=connector, cfg=cfg)
+
+    assert crm.counters()["write_calls"] == 0
+    assert sync.sync(warehouse_url=wh, connector=connector, cfg=cfg)["status"] == "ok"

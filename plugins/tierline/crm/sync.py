@@ -25,7 +25,6 @@ a protected field is never overwritten silently. See docs/crm.md.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import time
@@ -83,7 +82,7 @@ def _empty(value: Any) -> bool:
 
 
 def _checksum(desired: dict[str, Any], held: Sequence[str]) -> str:
-    text = json.dumps([desired, sorted(held)], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    text = dumps([desired, sorted(held)], sort_keys=True)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
@@ -246,12 +245,12 @@ def plan(conn, connector: CrmConnector, cfg: Settings, *, run_id: str, as_of: da
                 "customer_id": customer_id, "payload": {"source": {k: str(v) for k, v in row.items()}},
                 "checksum": None, "error_code": "UNMAPPED_VALUE", "message": str(exc), "field": exc.crm_field})
             continue
-        held = open_conflicts.get(customer_id, {})
-        if customer_id not in observed and checksums.get(customer_id) == _checksum(desired, list(held)):
+        checksum = _checksum(desired, list(open_conflicts.get(customer_id, {})))
+        if customer_id not in observed and checksums.get(customer_id) == checksum:
             continue
-        candidates.append((row, desired))
+        candidates.append((row, desired, checksum))
 
-    wanted = {r["customer_id"] for r, _ in candidates} | (observed.keys() & checksums.keys())
+    wanted = {r["customer_id"] for r, _, _ in candidates} | (observed.keys() & checksums.keys())
     with conn.cursor(row_factory=dict_row) as cur:
         states = {s["customer_id"]: s for s in cur.execute(
             f"select customer_id, crm_id, checksum, synced_values, crm_values, person_edits from {SCHEMA}.record_state "
@@ -268,10 +267,10 @@ def plan(conn, connector: CrmConnector, cfg: Settings, *, run_id: str, as_of: da
                 "crm_values": {f: record.get(f) for f in cfg.crm_fields}}
             if edits is not None:
                 current["person_edits"] = edits
-    for row, desired in candidates:
-        _plan_record(result, cfg, row, desired, states.get(row["customer_id"]), observed.get(row["customer_id"]),
-                     dict(open_conflicts.get(row["customer_id"], {})), protected, dead, include_dead_letters,
-                     settled)
+    for row, desired, checksum in candidates:
+        _plan_record(result, cfg, row, desired, checksum, states.get(row["customer_id"]),
+                     observed.get(row["customer_id"]), dict(open_conflicts.get(row["customer_id"], {})), protected,
+                     dead, include_dead_letters, settled)
     return result
 
 
@@ -284,11 +283,12 @@ def _person_edits(record: dict[str, Any], current: dict[str, Any], protected: li
             if name in current["synced_values"] and not same(record.get(name), current["synced_values"][name])}
 
 
-def _plan_record(result: Plan, cfg: Settings, row: dict[str, Any], desired: dict[str, Any],
+def _plan_record(result: Plan, cfg: Settings, row: dict[str, Any], desired: dict[str, Any], checksum: str,
                  current: dict[str, Any] | None, seen: dict[str, Any] | None, held: dict[str, dict[str, Any]],
                  protected: list[str], dead: dict[str, str | None], include_dead_letters: bool,
                  settled: dict[tuple[str, str], datetime]) -> None:
     customer_id = row["customer_id"]
+    held_before = set(held)
     for name, edit in (current["person_edits"] if current else {}).items():
         if name not in protected or same(edit["value"], desired[name]):
             continue
@@ -309,7 +309,8 @@ def _plan_record(result: Plan, cfg: Settings, row: dict[str, Any], desired: dict
             result.agreed_conflicts.append(conflict["conflict_id"])
             del held[name]
     result.held_fields += len(held)
-    checksum = _checksum(desired, list(held))
+    if set(held) != held_before:
+        checksum = _checksum(desired, list(held))
     if seen is None and current is not None and current["checksum"] == checksum:
         return
     if not include_dead_letters and dead.get(customer_id) == checksum:
