@@ -570,6 +570,8 @@ def environment_reads() -> dict[str, bool]:
 LEFT_TO_DEFAULTS = {
     "TIERLINE_CONFIG": "defaults to config/tierline.yml under the project root, which is mounted",
     "TIERLINE_BUILD_SCHEMA": "set per run by tierline.dbt from config/tierline.yml",
+    "TIERLINE_CRM_CONFIG": "defaults to config/crm.yml under the project root, which is mounted",
+    "TIERLINE_CRM_RETRY_DELAY_SECONDS": "crm_sync retries wait 600 s by default; tests shorten it",
 }
 
 

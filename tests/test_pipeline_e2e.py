@@ -18,9 +18,10 @@ import pytest
 import yaml
 
 from tierline import cli, config, generate, settings, simulate, warehouse
+from tierline.assets import PUBLISHED_TABLES
 
 DAY1, DAY2, DAY3 = date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)
-ANALYTICS = ("customer_value", "customer_tier", "customer_lifecycle", "tier_history", "publication_log")
+ANALYTICS = (*PUBLISHED_TABLES, "publication_log")
 
 
 def fingerprint(url: str) -> dict[str, str]:

@@ -1,17 +1,27 @@
 -- Each customer's latest published evaluation before the run date: the memory that hysteresis,
--- "previous tier/stage" and "stage entered on" need. Empty on the first run (nothing published).
-{%- set tiers = adapter.get_relation(database=target.database, schema=var('publish_schema'), identifier='customer_tier') %}
-{%- set stages = adapter.get_relation(database=target.database, schema=var('publish_schema'), identifier='customer_lifecycle') %}
+-- "previous tier/stage" and "stage entered on" need. Empty on the first run; a column that an
+-- older publication lacks reads as null (published_snapshots), so upgrades do not break.
 with
 
-{% if tiers is not none and stages is not none -%}
+published_tiers as (
+    {{ published_snapshots('customer_tier', [
+        ('customer_id', 'text'), ('as_of_date', 'date'), ('tier', 'text'),
+        ('policy_tier', 'text'), ('evaluations_below', 'integer')]) }}
+),
+
+published_stages as (
+    {{ published_snapshots('customer_lifecycle', [
+        ('customer_id', 'text'), ('as_of_date', 'date'), ('lifecycle_stage', 'text'),
+        ('stage_entered_date', 'date')]) }}
+),
+
 previous_tier as (
     select distinct on (customer_id)
         customer_id,
         tier,
-        policy_tier,
+        coalesce(policy_tier, tier) as policy_tier,
         evaluations_below
-    from {{ tiers }}
+    from published_tiers
     where as_of_date < {{ as_of() }}
     order by customer_id asc, as_of_date desc
 ),
@@ -21,7 +31,7 @@ previous_stage as (
         customer_id,
         lifecycle_stage,
         stage_entered_date
-    from {{ stages }}
+    from published_stages
     where as_of_date < {{ as_of() }}
     order by customer_id asc, as_of_date desc
 ),
@@ -37,17 +47,5 @@ final as (
     from previous_tier
     full outer join previous_stage on previous_tier.customer_id = previous_stage.customer_id
 )
-{%- else -%}
-final as (
-    select
-        null::text as customer_id,
-        null::text as previous_tier,
-        null::text as previous_policy_tier,
-        null::integer as previous_evaluations_below,
-        null::text as previous_stage,
-        null::date as previous_stage_entered_date
-    where false
-)
-{%- endif %}
 
 select * from final
