@@ -122,6 +122,7 @@ def demo(customers: int, days: int, seed: int) -> int:
         code = run(landing, as_of)
         if code != 0:
             return code
+    crm_line = demo_crm_sync()
     url = warehouse.redacted(warehouse.url())
     print(f"""
 Where the results are
@@ -130,6 +131,7 @@ Where the results are
               (each snapshot table has a *_latest view; analytics.publication_log lists runs)
   quarantine: raw.quarantine (file, line, raw text, reason)
   reports:    {settings.runs_dir()}/<date>/<run id>/report.html
+  CRM:        {crm_line}
   query:      psql {shlex.quote(warehouse.url())} -c 'select tier, count(*) from analytics.customer_tier_latest group by 1'
 """)
     return 0
@@ -221,6 +223,40 @@ def _run_crm_command(args) -> int | None:
     if args.command == "crm-emulator":
         return crm_emulator(args.port, args.rate_limit, args.rate_window)
     return None
+
+
+def demo_crm_sync() -> str:
+    """Push the published tiers to a local CRM emulator (real HTTP) and say what it now holds."""
+    from tierline.crm import config as crm_config
+    from tierline.crm import sync as crm_sync_module
+    from tierline.crm.emulator import CrmEmulator
+
+    settings_ = crm_config.load()
+    store = settings.home() / "crm" / "emulator.sqlite"
+    store.parent.mkdir(parents=True, exist_ok=True)
+    with CrmEmulator(db_path=str(store)) as emulator:
+        emulator.define_module(settings_.module, crm_config.emulator_module(settings_))
+        previous = {name: os.environ.get(name) for name in crm_config.ENV.values()}
+        os.environ.update({name: emulator.connector_kwargs()[arg] for arg, name in crm_config.ENV.items()})
+        try:
+            result = crm_sync_module.sync()
+        finally:
+            for name, value in previous.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+        records = emulator.records(settings_.module)
+        tier_field = next((f.crm_field for f in settings_.fields if f.column == "tier"), None)
+    mix: dict = {}
+    for record in records:
+        mix[record.get(tier_field)] = mix.get(record.get(tier_field), 0) + 1
+    print(f"\n== CRM sync (reverse ETL) to a local Zoho-style emulator: {result['status']} ==")
+    print(json.dumps({k: v for k, v in result.items() if k in ("status", "plan", "push", "reconcile")},
+                     ensure_ascii=False, default=str)[:600])
+    return (f"the emulator's store {store} holds {len(records):,} {settings_.module} records with tiers "
+            + ", ".join(f"{k} {v:,}" for k, v in sorted(mix.items(), key=lambda kv: -kv[1]))
+            + " (serve it: python -m tierline.crm.emulator --db <store>)")
 
 
 def main(argv: list[str] | None = None) -> int:
