@@ -166,7 +166,7 @@ def predictive(ctx) -> dict[str, float]:
                                           warehouse_url=ctx.warehouse_url, dbt_vars=ctx.dbt_vars(),
                                           build_schema=ctx.config.publish.build_schema, run_dir=ctx.run_dir))
     with warehouse.connect(ctx.warehouse_url) as conn:
-        fit, outcome = timed(lambda: clv.fit_and_predict(conn, as_of=ctx.as_of, cfg=ctx.config.clv, run_id="bench"))
+        fit, outcome = timed(lambda: clv.fit_and_predict(conn, as_of=ctx.as_of, cfg=ctx.config.clv))
     return {"summary_sql_and_dbt_seconds": summary, "fit_and_predict_seconds": fit, "total": summary + fit,
             "customers": outcome.customers, "method": outcome.method}
 

@@ -54,7 +54,7 @@ def fitted(tmp_path, warehouse_url):
     dbt.build("staging", warehouse_url=warehouse_url, dbt_vars=ctx.dbt_vars(), build_schema="tierline_build",
               run_dir=ctx.run_dir)
     with warehouse.connect(warehouse_url) as conn:
-        outcome = clv.fit_and_predict(conn, as_of=CALIBRATION_END, cfg=cfg.clv, run_id="cdnow")
+        outcome = clv.fit_and_predict(conn, as_of=CALIBRATION_END, cfg=cfg.clv)
         summary = pd.DataFrame(conn.execute(
             "select customer_id, frequency, recency, t_age from intermediate.int_customers__btyd_summary").fetchall(),
             columns=["customer_id", "frequency", "recency", "T"])

@@ -25,7 +25,7 @@ def test_tier_and_lifecycle_logic_pass_their_unit_tests(tmp_path, warehouse_url)
               "run_dir": ctx.run_dir}
     dbt.build("staging", **kwargs)
     with warehouse.connect(warehouse_url) as conn:
-        clv.fit_and_predict(conn, as_of=AS_OF, cfg=cfg.clv, run_id="unit")
+        clv.fit_and_predict(conn, as_of=AS_OF, cfg=cfg.clv)
     dbt.build("marts", **kwargs)
     result = dbt.unit_tests(**kwargs)
     results = json.loads((result.artifacts / "run_results.json").read_text())["results"]

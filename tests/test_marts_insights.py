@@ -84,7 +84,7 @@ def _run_date(root: Path, url: str, cfg, day: date, files: dict[str, str]) -> No
               "run_dir": ctx.run_dir}
     dbt.build("staging", **kwargs)
     with warehouse.connect(url) as conn:
-        clv.fit_and_predict(conn, as_of=day, cfg=cfg.clv, run_id="insights")
+        clv.fit_and_predict(conn, as_of=day, cfg=cfg.clv)
     dbt.build("marts", **kwargs)
     with warehouse.connect(url) as conn:
         publish.publish(conn, build_schema=cfg.publish.build_schema, schema=cfg.publish.schema_, as_of=day,

@@ -236,16 +236,13 @@ def demo_crm_sync() -> str:
     store.parent.mkdir(parents=True, exist_ok=True)
     with CrmEmulator(db_path=str(store)) as emulator:
         emulator.define_module(settings_.module, crm_config.emulator_module(settings_))
-        previous = {name: os.environ.get(name) for name in crm_config.ENV.values()}
+        saved = dict(os.environ)
         os.environ.update({name: emulator.connector_kwargs()[arg] for arg, name in crm_config.ENV.items()})
         try:
             result = crm_sync_module.sync()
         finally:
-            for name, value in previous.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+            os.environ.clear()
+            os.environ.update(saved)
         records = emulator.records(settings_.module)
         tier_field = next((f.crm_field for f in settings_.fields if f.column == "tier"), None)
     mix: dict = {}

@@ -49,7 +49,7 @@ def _read_summary(conn) -> pd.DataFrame:
     return pd.read_csv(buffer, dtype={"customer_id": "string"})
 
 
-def _fit_row(model: str, fit, as_of: date, cfg: Clv, used: bool, problems: list[str], run_id: str) -> dict:
+def _fit_row(model: str, fit, as_of: date, cfg: Clv, used: bool, problems: list[str]) -> dict:
     return {
         "model": model,
         "as_of_date": as_of.isoformat(),
@@ -62,7 +62,6 @@ def _fit_row(model: str, fit, as_of: date, cfg: Clv, used: bool, problems: list[
         "converged": fit.converged,
         "is_used": used,
         "status": "used" if used else "rejected: " + "; ".join(problems),
-        "run_id": run_id,
     }
 
 
@@ -79,7 +78,7 @@ def _rule_based(summary: pd.DataFrame, cfg: Clv) -> pd.DataFrame:
                          "predicted_clv": expected * value * discount, "clv_method": "rule_based"})
 
 
-def fit_and_predict(conn, *, as_of: date, cfg: Clv, run_id: str) -> ClvOutcome:
+def fit_and_predict(conn, *, as_of: date, cfg: Clv) -> ClvOutcome:
     summary = _read_summary(conn)
     args = (summary["frequency"], summary["recency"], summary["t_age"])
     bg = btyd.fit_bgnbd(*args)
@@ -111,8 +110,8 @@ def fit_and_predict(conn, *, as_of: date, cfg: Clv, run_id: str) -> ClvOutcome:
         })
         method = "bgnbd_gamma_gamma"
 
-    fits = [_fit_row("bgnbd", bg, as_of, cfg, not problems, problems, run_id),
-            _fit_row("gamma_gamma", gg, as_of, cfg, not problems, problems, run_id)]
+    fits = [_fit_row("bgnbd", bg, as_of, cfg, not problems, problems),
+            _fit_row("gamma_gamma", gg, as_of, cfg, not problems, problems)]
     _write(conn, SCHEMA, predictions, fits)
     return ClvOutcome(method, len(predictions), problems, {f["model"]: f for f in fits})
 
@@ -138,9 +137,9 @@ def _write(conn, schema: str, predictions: pd.DataFrame, fits: list[dict]) -> No
             "create table {}.clv_fits (model text not null, as_of_date date not null, calibration_start date, "
             "calibration_end date not null, time_unit_days double precision not null, parameters jsonb not null, "
             "log_likelihood double precision, customers_used bigint not null, converged boolean not null, "
-            "is_used boolean not null, status text not null, run_id text not null)").format(ident(schema)))
+            "is_used boolean not null, status text not null)").format(ident(schema)))
         for fit in fits:
             conn.execute(sql.SQL(
                 "insert into {}.clv_fits values (%(model)s, %(as_of_date)s, %(calibration_start)s, "
                 "%(calibration_end)s, %(time_unit_days)s, %(parameters)s, %(log_likelihood)s, %(customers_used)s, "
-                "%(converged)s, %(is_used)s, %(status)s, %(run_id)s)").format(ident(schema)), fit)
+                "%(converged)s, %(is_used)s, %(status)s)").format(ident(schema)), fit)

@@ -138,7 +138,7 @@ def fit_clv(ctx: RunContext):
 
     def run():
         with warehouse.connect(ctx.warehouse_url) as conn:
-            return clv.fit_and_predict(conn, as_of=ctx.as_of, cfg=ctx.config.clv, run_id=ctx.run_id)
+            return clv.fit_and_predict(conn, as_of=ctx.as_of, cfg=ctx.config.clv)
 
     return run_stage(ctx, "fit_clv", run)
 

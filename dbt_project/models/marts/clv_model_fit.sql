@@ -18,8 +18,7 @@ final as (
         customers_used,
         converged,
         is_used,
-        status,
-        run_id
+        status
     from fits
 )
 
