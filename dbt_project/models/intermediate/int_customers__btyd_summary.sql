@@ -10,7 +10,7 @@ days as (
     select * from {{ ref('int_customers__purchase_days') }}
     where
         purchase_date <= {{ as_of() }}
-        {%- if clv.calibration_days %}
+    {%- if clv.calibration_days %}
         and purchase_date > {{ as_of() }} - {{ clv.calibration_days }}
         {%- endif %}
 ),

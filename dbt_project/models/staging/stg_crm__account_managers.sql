@@ -8,7 +8,7 @@ final as (
     select
         manager_id,
         {{ clean_text('manager_name') }} as manager_name,
-        upper({{ clean_text('branch_code') }}) as branch_code,
+        upper({{ clean_code('branch_code') }}) as branch_code,
         nullif(lower({{ clean_text('email') }}), '') as email,
         updated_at
     from source

@@ -4,29 +4,36 @@ source as (
     {{ latest_version(source('raw', 'crm_customers'), 'customer_id') }}
 ),
 
+phones as (
+    select
+        *,
+        {{ phone_digits('phone') }} as phone_digits
+    from source
+),
+
 final as (
     select
         customer_id,
         {{ clean_text('customer_name') }} as customer_name,
         customer_type,
-        {{ e164_phone('phone') }} as phone_e164,
-        (phone is not null and {{ e164_phone('phone') }} is null) as has_unparsed_phone,
+        {{ e164_phone('phone_digits') }} as phone_e164,
+        (phone is not null and {{ e164_phone('phone_digits') }} is null) as has_unparsed_phone,
         nullif(lower({{ clean_text('email') }}), '') as email,
-        lower({{ clean_text('gender') }}) as gender,
+        {{ clean_code('gender') }} as gender,
         birth_date,
         {{ clean_text('province') }} as province,
         {{ clean_text('city') }} as city,
-        upper({{ clean_text('branch_code') }}) as branch_code,
+        upper({{ clean_code('branch_code') }}) as branch_code,
         {{ clean_text('industry') }} as industry,
         employee_count,
         {{ clean_text('account_manager_id') }} as account_manager_id,
-        lower({{ clean_text('acquisition_channel') }}) as acquisition_channel,
+        {{ clean_code('acquisition_channel') }} as acquisition_channel,
         {{ clean_text('referred_by') }} as referred_by,
         created_at,
         {{ local_date('created_at') }} as created_date,
         updated_at,
         _extract_date as extract_date
-    from source
+    from phones
 )
 
 select * from final

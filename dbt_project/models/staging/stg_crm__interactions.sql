@@ -4,20 +4,26 @@ source as (
     {{ latest_version(source('raw', 'crm_interactions'), 'interaction_id', 'occurred_at desc') }}
 ),
 
+coded as (
+    select
+        *,
+        {{ clean_code('channel') }} as channel_code
+    from source
+),
+
 final as (
     select
         interaction_id,
         customer_id,
         case
-            when lower({{ clean_text('channel') }}) in ('phone', 'email', 'wechat', 'visit', 'web', 'social', 'event')
-                then lower({{ clean_text('channel') }})
+            when channel_code in ('phone', 'email', 'wechat', 'visit', 'web', 'social', 'event') then channel_code
             else 'other'
         end as channel,
-        lower({{ clean_text('channel') }}) as channel_raw,
-        lower({{ clean_text('interaction_type') }}) as interaction_type,
+        channel_code as channel_raw,
+        {{ clean_code('interaction_type') }} as interaction_type,
         occurred_at,
         {{ local_date('occurred_at') }} as occurred_date
-    from source
+    from coded
     where {{ local_date('occurred_at') }} <= {{ as_of() }}
 )
 

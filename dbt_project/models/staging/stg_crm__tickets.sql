@@ -8,8 +8,8 @@ final as (
     select
         ticket_id,
         customer_id,
-        lower({{ clean_text('category') }}) as category,
-        lower({{ clean_text('severity') }}) as severity,
+        {{ clean_code('category') }} as category,
+        {{ clean_code('severity') }} as severity,
         opened_at,
         {{ local_date('opened_at') }} as opened_date,
         resolved_at,

@@ -7,7 +7,7 @@ source as (
 final as (
     select
         customer_id,
-        lower({{ clean_text('tier') }}) as tier,
+        {{ clean_code('tier') }} as tier,
         {{ clean_text('reason') }} as reason,
         valid_from,
         valid_to,
