@@ -38,7 +38,7 @@ run: $(STAMP) ## run the DAG for one date: make run LANDING=<dir> AS_OF=<YYYY-MM
 
 lint: $(STAMP) ## ruff (with AIR3) and sqlfluff on the dbt models
 	$(BIN)/ruff check dags plugins tests bench
-	eval "$$($(BIN)/python -m tierline.cli dbt-env)" && $(BIN)/sqlfluff lint dbt_project/models
+	$(BIN)/python -m tierline.lint
 
 bench: $(STAMP) ## time every stage at SCALE customers (default 100000); writes bench/results/
 	$(BIN)/python bench/bench_pipeline.py --customers $(SCALE)

@@ -13,17 +13,21 @@ value as (
 cadence as (
     select
         value.*,
-        purchase_days_lifetime >= {{ lc.cadence_min_purchase_days }} and mean_interval_days > 0 as has_cadence,
+        value.purchase_days_lifetime >= {{ lc.cadence_min_purchase_days }} and value.mean_interval_days > 0 as has_cadence,
         case
-            when purchase_days_lifetime >= {{ lc.cadence_min_purchase_days }} and mean_interval_days > 0
-                then least({{ lc.dormant_max_days }}, greatest({{ lc.dormant_min_days }},
-                    round(mean_interval_days * {{ lc.dormant_cadence_multiple }})))
+            when value.purchase_days_lifetime >= {{ lc.cadence_min_purchase_days }} and value.mean_interval_days > 0
+                then least({{ lc.dormant_max_days }}, greatest(
+                    {{ lc.dormant_min_days }},
+                    round(value.mean_interval_days * {{ lc.dormant_cadence_multiple }})
+                ))
             else {{ lc.dormant_days }}
         end::integer as dormant_after_days,
         case
-            when purchase_days_lifetime >= {{ lc.cadence_min_purchase_days }} and mean_interval_days > 0
-                then least({{ lc.churned_max_days }}, greatest({{ lc.churned_min_days }},
-                    round(mean_interval_days * {{ lc.churned_cadence_multiple }})))
+            when value.purchase_days_lifetime >= {{ lc.cadence_min_purchase_days }} and value.mean_interval_days > 0
+                then least({{ lc.churned_max_days }}, greatest(
+                    {{ lc.churned_min_days }},
+                    round(value.mean_interval_days * {{ lc.churned_cadence_multiple }})
+                ))
             else {{ lc.churned_days }}
         end::integer as churned_after_days
     from value
@@ -43,7 +47,8 @@ staged as (
             when recency_days > dormant_after_days then 'dormant'
             when longest_recent_gap_days > greatest(dormant_after_days, {{ lc.reactivated_min_gap_days }}) then 'reactivated'
             when {{ as_of() }} - first_purchase_date < {{ lc.new_days }} then 'new'
-            when revenue_previous_period > 0
+            when
+                revenue_previous_period > 0
                 and revenue_last_period < {{ lc.declining_trend_ratio }} * revenue_previous_period then 'declining'
             when tenure_days < {{ lc.growth_max_tenure_days }} then 'growth'
             else 'mature'
@@ -79,23 +84,32 @@ final as (
         case
             when staged.lifecycle_stage = 'prospect' then null
             {%- if use_p_alive %}
-            when staged.p_alive is not null then round(1 - staged.p_alive, 4)
+                when staged.p_alive is not null then round(1 - staged.p_alive, 4)
             {%- endif %}
             else round(least(1.0, greatest(0.0, staged.recency_days::numeric / staged.churned_after_days)), 4)
         end as churn_risk,
         case
             when staged.lifecycle_stage = 'prospect' then 'no purchase yet'
-            when staged.lifecycle_stage = 'churned' then format('no purchase for %s days (> %s%s)', staged.recency_days,
-                staged.churned_after_days, case when staged.has_cadence then ' by own cadence' else '' end)
-            when staged.lifecycle_stage = 'dormant' then format('no purchase for %s days (> %s%s)', staged.recency_days,
-                staged.dormant_after_days, case when staged.has_cadence then ' by own cadence' else '' end)
+            when staged.lifecycle_stage = 'churned'
+                then format(
+                    'no purchase for %s days (> %s%s)', staged.recency_days,
+                    staged.churned_after_days, case when staged.has_cadence then ' by own cadence' else '' end
+                )
+            when staged.lifecycle_stage = 'dormant'
+                then format(
+                    'no purchase for %s days (> %s%s)', staged.recency_days,
+                    staged.dormant_after_days, case when staged.has_cadence then ' by own cadence' else '' end
+                )
             when staged.lifecycle_stage = 'reactivated' then format('bought again after a %s-day gap', staged.longest_recent_gap_days)
             when staged.lifecycle_stage = 'declining' then format('last-period spend is %s of the previous period', coalesce(round(staged.trend_ratio, 2)::text, '0'))
             else format('last purchase %s days ago', staged.recency_days)
         end
         {%- if use_p_alive %}
-        || case when staged.p_alive is not null and staged.lifecycle_stage <> 'prospect'
-            then format('; P(alive) %s (BG/NBD)', round(staged.p_alive, 3)) else '' end
+            || case
+                when staged.p_alive is not null and staged.lifecycle_stage <> 'prospect'
+                    then format('; P(alive) %s (BG/NBD)', round(staged.p_alive, 3))
+                else ''
+            end
         {%- endif %} as churn_risk_reason
     from staged
     inner join {{ ref('lifecycle_stages') }} as stages on staged.lifecycle_stage = stages.lifecycle_stage

@@ -25,7 +25,7 @@ ranked as (
     select
         customer_id,
         {%- for m in metrics %}
-        case when is_buyer then percent_rank() over (partition by is_buyer order by coalesce({{ m }}, 0)) end as pr_{{ m }},
+            case when is_buyer then percent_rank() over (partition by is_buyer order by coalesce({{ m }}, 0)) end as pr_{{ m }},
         {%- endfor %}
         is_buyer
     from value
@@ -36,10 +36,10 @@ dimensions as (
         customer_id,
         is_buyer,
         {%- for name, dim in spec['dimensions'].items() %}
-        coalesce(({% for m in dim['metrics'] %}pr_{{ m }}{% if not loop.last %} + {% endif %}{% endfor %}) / {{ dim['metrics'] | length }}.0, 0) as {{ name }}_score,
+            coalesce(({% for m in dim['metrics'] %}pr_{{ m }}{% if not loop.last %} + {% endif %}{% endfor %}) / {{ dim['metrics'] | length }}.0, 0) as {{ name }}_score,
         {%- endfor %}
         {% for name, dim in spec['dimensions'].items() -%}
-        {{ dim['weight'] }} * coalesce(({% for m in dim['metrics'] %}pr_{{ m }}{% if not loop.last %} + {% endif %}{% endfor %}) / {{ dim['metrics'] | length }}.0, 0){% if not loop.last %} + {% endif %}
+            {{ dim['weight'] }} * coalesce(({% for m in dim['metrics'] %}pr_{{ m }}{% if not loop.last %} + {% endif %}{% endfor %}) / {{ dim['metrics'] | length }}.0, 0){% if not loop.last %} + {% endif %}
         {%- endfor %} as composite_score
     from ranked
 ),
@@ -47,7 +47,7 @@ dimensions as (
 scored as (
     select
         dimensions.*,
-        case when is_buyer then percent_rank() over (partition by is_buyer order by composite_score) else 0 end
+        case when dimensions.is_buyer then percent_rank() over (partition by dimensions.is_buyer order by dimensions.composite_score) else 0 end
             as score_percentile
     from dimensions
 ),
@@ -57,18 +57,18 @@ thresholds as (
     select
         value.customer_id,
         {%- for tier in ruled_tiers %}{% for field in fields %}
-        {%- set overriding = [] %}
-        {%- for branch, tiers in branches.items() %}{% if tiers.get(tier['code']) and tiers[tier['code']].get(field) is not none %}{% do overriding.append((branch, tiers[tier['code']][field])) %}{% endif %}{% endfor %}
-        {%- if overriding %}
-        case value.branch_code
-            {%- for branch, threshold in overriding %}
-            when '{{ branch }}' then {{ threshold }}
-            {%- endfor %}
-            else {{ tier[field] if tier[field] is not none else 'null' }}
-        end::numeric as {{ tier['code'] }}__{{ field }},
-        {%- else %}
-        {{ tier[field] if tier[field] is not none else 'null' }}::numeric as {{ tier['code'] }}__{{ field }},
-        {%- endif %}
+            {%- set overriding = [] %}
+            {%- for branch, tiers in branches.items() %}{% if tiers.get(tier['code']) and tiers[tier['code']].get(field) is not none %}{% do overriding.append((branch, tiers[tier['code']][field])) %}{% endif %}{% endfor %}
+            {%- if overriding %}
+                case value.branch_code
+                    {%- for branch, threshold in overriding %}
+                        when '{{ branch }}' then {{ threshold }}
+                    {%- endfor %}
+                    else {{ tier[field] if tier[field] is not none else 'null' }}
+                end::numeric as {{ tier['code'] }}__{{ field }},
+            {%- else %}
+                {{ tier[field] if tier[field] is not none else 'null' }}::numeric as {{ tier['code'] }}__{{ field }},
+            {%- endif %}
         {%- endfor %}{% endfor %}
         value.branch_code
     from value
@@ -82,17 +82,19 @@ ruled as (
         value.branch_code,
         value.account_manager_id,
         {%- for tier in ruled_tiers %}
-        {%- for field in fields %}
-        thresholds.{{ tier['code'] }}__{{ field }},
-        {%- endfor %}
+            {%- for field in fields %}
+                thresholds.{{ tier['code'] }}__{{ field }},
+            {%- endfor %}
         {%- endfor %}
         case
             {%- for tier in ruled_tiers %}
-            when (thresholds.{{ tier['code'] }}__min_score_percentile is null
-                    or (scored.is_buyer and scored.score_percentile >= thresholds.{{ tier['code'] }}__min_score_percentile))
+                when (
+                    thresholds.{{ tier['code'] }}__min_score_percentile is null
+                    or (scored.is_buyer and scored.score_percentile >= thresholds.{{ tier['code'] }}__min_score_percentile)
+                )
                 and (thresholds.{{ tier['code'] }}__min_monetary is null or value.monetary >= thresholds.{{ tier['code'] }}__min_monetary)
                 and (thresholds.{{ tier['code'] }}__min_orders is null or value.orders_in_window >= thresholds.{{ tier['code'] }}__min_orders)
-                then {{ loop.index }}
+                    then {{ loop.index }}
             {%- endfor %}
             else {{ ladder | length }}
         end as rule_rank
@@ -104,9 +106,10 @@ ruled as (
 overrides as (
     select *
     from {{ ref('stg_crm__tier_overrides') }}
-    where valid_from <= {{ as_of() }}
-      and (valid_to is null or valid_to >= {{ as_of() }})
-      and tier in ({% for tier in ladder %}'{{ tier["code"] }}'{% if not loop.last %}, {% endif %}{% endfor %})
+    where
+        valid_from <= {{ as_of() }}
+        and (valid_to is null or valid_to >= {{ as_of() }})
+        and tier in ({% for tier in ladder %}'{{ tier["code"] }}'{% if not loop.last %}, {% endif %}{% endfor %})
 ),
 
 previous as (
@@ -161,8 +164,11 @@ final as (
             else 'rule'
         end as decided_by,
         -- a demotion resets the count: the next step down needs its own run of evaluations
-        case when policed.policy_rank = policed.rule_rank or policed.policy_rank <> coalesce(policed.previous_policy_rank, policed.policy_rank)
-            then 0 else policed.below_count end as evaluations_below,
+        case
+            when policed.policy_rank = policed.rule_rank or policed.policy_rank <> coalesce(policed.previous_policy_rank, policed.policy_rank)
+                then 0
+            else policed.below_count
+        end as evaluations_below,
         overrides.customer_id is not null as is_overridden,
         overrides.reason as override_reason,
         overrides.set_by as override_set_by,
@@ -171,27 +177,42 @@ final as (
             when overrides.customer_id is not null
                 then format('override by %s until %s: %s', overrides.set_by, coalesce(overrides.valid_to::text, 'further notice'), overrides.reason)
             when policed.policy_rank <> policed.rule_rank
-                then format('held at %s: below its line for %s of {{ hyst["demote_after"] }} evaluations (rules say %s)',
-                    {{ tier_code('policed.policy_rank') }}, policed.below_count, {{ tier_code('policed.rule_rank') }})
+                then format(
+                    'held at %s: below its line for %s of {{ hyst["demote_after"] }} evaluations (rules say %s)',
+                    {{ tier_code('policed.policy_rank') }}, policed.below_count, {{ tier_code('policed.rule_rank') }}
+                )
             {%- for tier in ruled_tiers %}
-            {%- set c = tier['code'] %}
-            when policed.rule_rank = {{ loop.index }} then '{{ c }}' || coalesce(' (branch ' || policed.branch_code || ')', '') || ': '
-                || concat_ws(' and ',
-                    case when policed.{{ c }}__min_score_percentile is not null
-                        then format('score percentile %s >= %s', round(policed.score_percentile::numeric, 4),
-                            trim_scale(policed.{{ c }}__min_score_percentile)) end,
-                    case when policed.{{ c }}__min_monetary is not null
-                        then format('monetary %s >= %s', policed.monetary, trim_scale(policed.{{ c }}__min_monetary)) end,
-                    case when policed.{{ c }}__min_orders is not null
-                        then format('orders %s >= %s', policed.orders_in_window, trim_scale(policed.{{ c }}__min_orders)) end)
+                {%- set c = tier['code'] %}
+                when policed.rule_rank = {{ loop.index }} then
+                    '{{ c }}' || coalesce(' (branch ' || policed.branch_code || ')', '') || ': '
+                    || concat_ws(
+                        ' and ',
+                        case
+                            when policed.{{ c }}__min_score_percentile is not null
+                                then format(
+                                    'score percentile %s >= %s', round(policed.score_percentile::numeric, 4),
+                                    trim_scale(policed.{{ c }}__min_score_percentile)
+                                )
+                        end,
+                        case
+                            when policed.{{ c }}__min_monetary is not null
+                                then format('monetary %s >= %s', policed.monetary, trim_scale(policed.{{ c }}__min_monetary))
+                        end,
+                        case
+                            when policed.{{ c }}__min_orders is not null
+                                then format('orders %s >= %s', policed.orders_in_window, trim_scale(policed.{{ c }}__min_orders))
+                        end
+                    )
             {%- endfor %}
-            else format('{{ ladder[-1]["code"] }}: no higher rule met (orders in window %s, monetary %s, score percentile %s)',
-                policed.orders_in_window, policed.monetary, round(policed.score_percentile::numeric, 4))
+            else format(
+                '{{ ladder[-1]["code"] }}: no higher rule met (orders in window %s, monetary %s, score percentile %s)',
+                policed.orders_in_window, policed.monetary, round(policed.score_percentile::numeric, 4)
+            )
         end as tier_reason,
         round(policed.composite_score::numeric, 6) as composite_score,
         round(policed.score_percentile::numeric, 6) as score_percentile,
         {%- for name in spec['dimensions'] %}
-        round(policed.{{ name }}_score::numeric, 6) as {{ name }}_score,
+            round(policed.{{ name }}_score::numeric, 6) as {{ name }}_score,
         {%- endfor %}
         policed.branch_code,
         policed.account_manager_id,

@@ -13,16 +13,16 @@ snapshots as (
         tier_spec_version
     from {{ ref('customer_tier') }}
     {%- if published is not none %}
-    union all
-    select
-        customer_id,
-        as_of_date,
-        tier,
-        tier_reason,
-        is_overridden,
-        tier_spec_version
-    from {{ published }}
-    where as_of_date <> {{ as_of() }}
+        union all
+        select
+            customer_id,
+            as_of_date,
+            tier,
+            tier_reason,
+            is_overridden,
+            tier_spec_version
+        from {{ published }}
+        where as_of_date <> {{ as_of() }}
     {%- endif %}
 ),
 
