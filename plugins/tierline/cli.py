@@ -269,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("airflow-env", help="print the environment of the local Airflow as shell exports")
     sub.add_parser("warehouse-url", help="print the warehouse URL (starting the embedded one if needed)")
     sub.add_parser("dbt-env", help="print the dbt profile variables for the warehouse as shell exports")
+    sub.add_parser("stop", help="stop the embedded PostgreSQL")
     _add_crm_commands(sub)
     args = parser.parse_args(argv)
 
@@ -279,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "airflow-env":
         for key, value in airflow_environ().items():
             print(f"export {key}={shlex.quote(value)}")
+        return 0
+    if args.command == "stop":
+        print("embedded PostgreSQL stopped" if warehouse.stop_embedded() else "no embedded PostgreSQL running")
         return 0
     if args.command == "dbt-env":
         for key, value in warehouse.dbt_env(warehouse.url()).items():

