@@ -218,11 +218,12 @@ class Config(_Strict):
         }
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml(path: Path, *, missing_hint: str = "") -> dict:
+    """A YAML mapping, or a ConfigError that names the file and the problem."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise ConfigError(f"configuration file {path} does not exist") from exc
+        raise ConfigError(f"configuration file {path} does not exist{missing_hint}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -230,30 +231,31 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _explain(path: Path, exc: ValidationError) -> ConfigError:
+def explain(path: Path, exc: ValidationError, what: str = "configuration") -> ConfigError:
+    """A ConfigError listing every invalid key of a file with what is wrong with it."""
     lines = []
     for error in exc.errors():
         key = ".".join(str(p) for p in error["loc"]) or "(top level)"
         lines.append(f"  {key}: {error['msg']}")
-    return ConfigError(f"{path}: invalid configuration\n" + "\n".join(lines))
+    return ConfigError(f"{path}: invalid {what}\n" + "\n".join(lines))
 
 
 def load_tier_spec(path: Path) -> tuple[TierSpec, str]:
-    data = _read_yaml(path)
+    data = read_yaml(path)
     try:
         spec = TierSpec.model_validate(data)
     except ValidationError as exc:
-        raise _explain(path, exc) from None
+        raise explain(path, exc) from None
     digest = hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
     return spec, digest
 
 
 def load(path: Path | None = None, tier_spec_path: Path | None = None) -> Config:
     path = Path(path or settings.config_path())
-    data = _read_yaml(path)
+    data = read_yaml(path)
     spec_file = tier_spec_path or path.parent / data.pop("tier_spec", "tier_spec.yml")
     spec, digest = load_tier_spec(Path(spec_file))
     try:
         return Config.model_validate({**data, "tier_spec": spec, "tier_spec_hash": digest})
     except ValidationError as exc:
-        raise _explain(path, exc) from None
+        raise explain(path, exc) from None

@@ -220,19 +220,11 @@ def lifecycle_stages() -> dict[str, dict[str, str]]:
 
 def load(path: Path | None = None, tierline: tierline_config.Config | None = None) -> Settings:
     path = Path(path or config_path())
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"CRM configuration file {path} does not exist (set {ENV_CONFIG} or create it)") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    data = tierline_config.read_yaml(path, missing_hint=f" (set {ENV_CONFIG} or create it)")
     try:
         raw = CrmConfig.model_validate(data)
     except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError(f"{path}: invalid CRM configuration\n" + "\n".join(lines)) from None
+        raise tierline_config.explain(path, exc, "CRM configuration") from None
     tierline = tierline or tierline_config.load()
     problems: list[str] = []
     fields = tuple(_resolve_field(name, spec, tierline, problems) for name, spec in raw.push.fields.items())
