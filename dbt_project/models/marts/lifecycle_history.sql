@@ -33,20 +33,8 @@ snapshots as (
     select * from published
 ),
 
-changes as (
-    select
-        *,
-        -- the first evaluation (no previous stage) starts a stretch too
-        case when lag(lifecycle_stage) over (partition by customer_id order by as_of_date) = lifecycle_stage then 0 else 1 end
-            as is_change
-    from snapshots
-),
-
 islands as (
-    select
-        *,
-        sum(is_change) over (partition by customer_id order by as_of_date) as island
-    from changes
+    {{ scd2_islands('snapshots', 'lifecycle_stage') }}
 ),
 
 stretches as (

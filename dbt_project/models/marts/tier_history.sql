@@ -26,20 +26,8 @@ snapshots as (
     {%- endif %}
 ),
 
-changes as (
-    select
-        *,
-        -- the first evaluation (no previous tier) starts a stretch too
-        case when lag(tier) over (partition by customer_id order by as_of_date) = tier then 0 else 1 end
-            as is_change
-    from snapshots
-),
-
 islands as (
-    select
-        *,
-        sum(is_change) over (partition by customer_id order by as_of_date) as island
-    from changes
+    {{ scd2_islands('snapshots', 'tier') }}
 ),
 
 stretches as (
