@@ -13,7 +13,7 @@ DAYS ?= 3
 SCALE ?= 100000
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test run lint bench simulate holdout warehouse-url stop clean crm-sync crm-retry
+.PHONY: help venv demo test run lint bench bench-crm simulate holdout warehouse-url stop clean crm-sync crm-retry
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,8 +40,13 @@ lint: $(STAMP) ## ruff (with AIR3) and sqlfluff on the dbt models
 	$(BIN)/ruff check dags plugins tests bench
 	$(BIN)/python -m tierline.lint
 
-bench: $(STAMP) ## time every stage at SCALE customers (default 100000); writes bench/results/
+bench: $(STAMP) ## time every stage at SCALE customers (default 100000), and the BTYD fit on 1M; bench/results/
+	$(BIN)/python bench/bench_btyd.py
 	$(BIN)/python bench/bench_pipeline.py --customers $(SCALE)
+
+bench-crm: $(STAMP) ## CRM connector and sync throughput against the emulator with a Zoho-like rate limit
+	$(BIN)/python bench/bench_crm.py
+	$(BIN)/python bench/bench_crm_sync.py
 
 simulate: $(STAMP) ## what-if of a tier specification, nothing published: make simulate SPEC=<file>
 	@test -n "$(SPEC)" || { echo "usage: make simulate SPEC=<tier_spec.yml>"; exit 2; }
