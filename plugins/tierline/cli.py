@@ -13,11 +13,13 @@ import os
 import shlex
 import subprocess
 import sys
+import textwrap
 import time
 from datetime import date, timedelta
 from pathlib import Path
 
 from tierline import settings, warehouse
+from tierline.assets import PUBLISHED_TABLES
 
 DAG_ID = "customer_tiering"
 
@@ -127,8 +129,8 @@ def demo(customers: int, days: int, seed: int) -> int:
     print(f"""
 Where the results are
   warehouse:  {url}
-  tables:     analytics.customer_value, customer_tier, customer_lifecycle, tier_history
-              (each snapshot table has a *_latest view; analytics.publication_log lists runs)
+  tables:     analytics: {textwrap.fill(", ".join(PUBLISHED_TABLES), 88, subsequent_indent=" " * 14)}
+              (snapshot tables have a *_latest view; analytics.publication_log lists runs)
   quarantine: raw.quarantine (file, line, raw text, reason)
   reports:    {settings.runs_dir()}/<date>/<run id>/report.html
   CRM:        {crm_line}
