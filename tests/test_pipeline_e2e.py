@@ -61,6 +61,8 @@ def scenario(server_url, tmp_path_factory):
     result["fingerprints"]["day1_again"] = fingerprint(url)
     result["codes"]["day2"] = cli.run(landing, DAY2, quiet=True)
     result["fingerprints"]["day2"] = fingerprint(url)
+    result["codes"]["day1_after_day2"] = cli.run(landing, DAY1, quiet=True)
+    result["fingerprints"]["day1_after_day2"] = fingerprint(url)
     result["codes"]["day3"] = cli.run(landing, DAY3, quiet=True)
     result["fingerprints"]["day3"] = fingerprint(url)
     strict = yaml.safe_load((settings.config_path().parent / "tier_spec.yml").read_text())
@@ -116,9 +118,16 @@ def test_rerunning_a_date_changes_nothing(scenario):
         k: v for k, v in after.items() if k != "publication_log"}
 
 
+def test_rerunning_an_earlier_date_after_a_later_one_changes_nothing(scenario):
+    assert scenario["codes"]["day1_after_day2"] == 0
+    before, after = scenario["fingerprints"]["day2"], scenario["fingerprints"]["day1_after_day2"]
+    assert {k: v for k, v in before.items() if k != "publication_log"} == {
+        k: v for k, v in after.items() if k != "publication_log"}
+
+
 def test_failed_gate_publishes_nothing_and_names_the_check(scenario):
     assert scenario["codes"]["day3"] != 0
-    assert scenario["fingerprints"]["day3"] == scenario["fingerprints"]["day2"]
+    assert scenario["fingerprints"]["day3"] == scenario["fingerprints"]["day1_after_day2"]
     failure = json.loads((latest_run_dir(DAY3) / "failure.json").read_text())
     assert failure["stage"] == "gate_raw"
     assert "gates.max_quarantine_rate" in failure["error"]
