@@ -50,6 +50,8 @@ def run(spec_path: Path, *, movers: int = 20, with_hysteresis: bool = False) -> 
     as_of = row[0]
     run_dir = settings.runs_dir() / "simulate" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     dbt_vars = {**cfg.dbt_vars(), "as_of_date": as_of.isoformat(), "run_id": "simulation"}
+    _align_inputs(url, as_of, {**config.load().dbt_vars(), "as_of_date": as_of.isoformat(), "run_id": "simulation"},
+                  cfg, run_dir)
     if not with_hysteresis:
         dbt_vars["tier_spec"] = {**dbt_vars["tier_spec"], "hysteresis": {"demote_after": 1, "max_steps_down": 99}}
     dbt.invoke(["run", "--select", "customer_value", "customer_tier"], "simulate", warehouse_url=url,
@@ -88,6 +90,21 @@ def run(spec_path: Path, *, movers: int = 20, with_hysteresis: bool = False) -> 
     )
     result.report.write_text(as_text(result, spec_path) + "\n")
     return result
+
+
+def _align_inputs(url: str, as_of, production_vars: dict, cfg, run_dir: Path) -> None:
+    """Rebuild the (unpublished) staging layer and the CLV fit for ``as_of`` if they were last
+    built for another date, e.g. after an earlier date was re-run."""
+    from tierline import clv
+
+    with warehouse.connect(url) as conn:
+        built = conn.execute("select to_regclass('intermediate.int_run_context')").fetchone()[0] and conn.execute(
+            "select as_of_date from intermediate.int_run_context").fetchone()[0]
+    if built == as_of:
+        return
+    dbt.build("staging", warehouse_url=url, dbt_vars=production_vars, build_schema=SCHEMA, run_dir=run_dir)
+    with warehouse.connect(url) as conn:
+        clv.fit_and_predict(conn, as_of=as_of, cfg=cfg.clv)
 
 
 def as_text(sim: Simulation, spec_path: Path) -> str:
