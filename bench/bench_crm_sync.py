@@ -32,13 +32,13 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from dataclasses import asdict
 from datetime import date, timedelta
 from pathlib import Path
 
 import requests
 import yaml
+from bench_crm import TimedSleep  # the script's folder is on sys.path when run as bench/<script>.py
 
 from tierline import warehouse
 from tierline.crm import ZohoCrmConnector, sync
@@ -47,17 +47,6 @@ from tierline.crm import config as crm_config
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 AS_OF = date(2026, 11, 1)
 TABLES = ("customer_tier", "customer_lifecycle", "customer_value")
-
-
-class TimedSleep:
-    def __init__(self):
-        self.total = 0.0
-        self.count = 0
-
-    def __call__(self, seconds: float) -> None:
-        self.total += seconds
-        self.count += 1
-        time.sleep(seconds)
 
 
 def start_emulator(per_window: int, window: float) -> tuple[subprocess.Popen, dict]:
