@@ -201,3 +201,21 @@ def test_every_file_balances_read_against_loaded_plus_quarantined(tmp_path, ware
         assert result.rows_read == result.rows_loaded + result.rows_quarantined
     # C3 does not exist: every third order is quarantined, none is lost
     assert counts(results)["sales_orders.csv"] == (40, 27, 13)
+
+
+def test_the_crm_record_id_is_optional_and_reaches_raw_tables_created_before_it(tmp_path, warehouse_url):
+    with warehouse.connect(warehouse_url) as conn, conn.transaction():
+        load.ensure_raw_schema(conn)
+        conn.execute("alter table raw.crm_customers drop column crm_record_id")  # a warehouse from before
+    with_ids = CUSTOMERS.replace("updated_at\n", "updated_at,crm_record_id\n", 1).replace(
+        "10:00:00\n", "10:00:00,5725767000000000001\n").replace("+08:00\n", "+08:00,\n")
+
+    results = run_load(tmp_path, warehouse_url, {"crm_customers.csv": with_ids})
+    later = run_load(tmp_path / "later", warehouse_url, {"crm_customers.csv": CUSTOMERS}, date(2026, 11, 2))
+
+    assert counts(results) == {"crm_customers.csv": (2, 2, 0)}
+    assert counts(later) == {"crm_customers.csv": (2, 2, 0)}
+    with warehouse.connect(warehouse_url) as conn:
+        rows = conn.execute("select customer_id, _extract_date, crm_record_id from raw.crm_customers "
+                            "order by 2, 1").fetchall()
+    assert [(r[0], r[2]) for r in rows] == [("C1", "5725767000000000001"), ("C2", None), ("C1", None), ("C2", None)]

@@ -75,6 +75,9 @@ ENTITIES: tuple[Entity, ...] = (
             _n("branch_code"), _n("industry"), _n("employee_count", "int", min=0), _n("account_manager_id"),
             _n("acquisition_channel"), _n("referred_by"),
             _c("created_at", "timestamp"), _c("updated_at", "timestamp"),
+            # The CRM's own id of the customer's record, when the customer came from that CRM: what
+            # reverse ETL's update mode matches on (docs/crm.md).
+            _n("crm_record_id"),
         ),
         key=("customer_id",),
         references=(

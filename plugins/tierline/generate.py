@@ -182,6 +182,7 @@ _HOUR_WEIGHTS /= _HOUR_WEIGHTS.sum()
 ID_FORMATS = {  # prefix, digits
     "customer": ("C", 7), "manager": ("M", 4), "product": ("P", 5), "order": ("O", 9),
     "interaction": ("I", 9), "ticket": ("T", 8), "survey": ("S", 8), "refund": ("R", 8),
+    "crm_record": ("5725767", 12),  # the CRM's own record id, 19 digits like Zoho's
 }
 
 
@@ -1076,6 +1077,8 @@ class _Generator:
             "referred_by": sink.ids("customer", referrer + 1, null=referrer < 0),
             "created_at": sink.ts(self.c_created[idx]),
             "updated_at": sink.ts(self.c_updated[idx]),
+            # About 1% were keyed in the order system and never got a CRM record of their own.
+            "crm_record_id": sink.ids("crm_record", idx + 1, null=idx % 100 == 37),
         }
 
     @staticmethod

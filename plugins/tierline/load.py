@@ -158,6 +158,14 @@ def ensure_raw_schema(conn) -> None:
                 "_file_sha256 text not null)"
             ).format(ident(RAW), ident(entity.name), sql.SQL(", ").join(columns))
         )
+        # A nullable column added to the contract later reaches tables created before it.
+        present = {row[0] for row in conn.execute(
+            "select column_name from information_schema.columns where table_schema = %s and table_name = %s",
+            (RAW, entity.name))}
+        for column in entity.columns:
+            if column.name not in present:
+                conn.execute(sql.SQL("alter table {}.{} add column {} {}").format(
+                    ident(RAW), ident(entity.name), ident(column.name), sql.SQL(_pg_type(column))))
         conn.execute(
             sql.SQL("create index if not exists {} on {}.{} (_extract_date)").format(
                 ident(f"{entity.name}__extract_date"), ident(RAW), ident(entity.name)
