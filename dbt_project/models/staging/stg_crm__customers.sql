@@ -29,6 +29,7 @@ final as (
         {{ clean_text('account_manager_id') }} as account_manager_id,
         {{ clean_code('acquisition_channel') }} as acquisition_channel,
         {{ clean_text('referred_by') }} as referred_by,
+        nullif(btrim({{ halfwidth('crm_record_id') }}), '') as crm_record_id,
         created_at,
         {{ local_date('created_at') }} as created_date,
         updated_at,
