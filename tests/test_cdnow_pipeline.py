@@ -47,8 +47,7 @@ def write_extracts(root: Path) -> None:
 def fitted(tmp_path, warehouse_url):
     write_extracts(tmp_path / "inbox")
     manifest = land.land_extracts(tmp_path / "inbox", CALIBRATION_END, tmp_path / "landing")
-    with warehouse.connect(warehouse_url) as conn, conn.transaction():
-        loads = load.load_date(conn, manifest, CALIBRATION_END, "cdnow", "Asia/Shanghai")
+    loads = load.load_date(warehouse_url, manifest, CALIBRATION_END, "cdnow", "Asia/Shanghai")
     cfg = config.load()
     ctx = RunContext(CALIBRATION_END, "cdnow", tmp_path, warehouse_url, cfg, run_folder(CALIBRATION_END, "cdnow"))
     dbt.build("staging", warehouse_url=warehouse_url, dbt_vars=ctx.dbt_vars(), build_schema="tierline_build",

@@ -77,8 +77,7 @@ def _run_date(root: Path, url: str, cfg, day: date, files: dict[str, str]) -> No
     for name, content in files.items():
         (folder / name).write_text(content, encoding="utf-8")
     manifest = land.land_extracts(root / "inbox", day, root / "landing")
-    with warehouse.connect(url) as conn, conn.transaction():
-        load.load_date(conn, manifest, day, "insights", cfg.business_timezone)
+    load.load_date(url, manifest, day, "insights", cfg.business_timezone)
     ctx = RunContext(day, "insights", root, url, cfg, run_folder(day, "insights"))
     kwargs = {"warehouse_url": url, "dbt_vars": ctx.dbt_vars(), "build_schema": cfg.publish.build_schema,
               "run_dir": ctx.run_dir}

@@ -33,8 +33,7 @@
     {#- Upsert semantics of the extract contract: per key, the row with the newest updated_at
         wins; ties go to the latest extract and the last line. -#}
     select distinct on ({{ key }}) *
-    from {{ relation }}
-    where _extract_date <= '{{ var("as_of_date") }}'::date
+    from ({{ visible_raw(relation) }}) as visible
     order by {{ key }}, {{ order_by }}, _extract_date desc, _line_no desc
 {%- endmacro %}
 

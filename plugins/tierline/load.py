@@ -4,8 +4,9 @@ Python only reads each file's header, detects its encoding and checks that it is
 rows themselves travel to PostgreSQL untouched by one ``COPY`` per file and are split, typed and
 checked there in set-based SQL generated from :mod:`tierline.contract`. A row that breaks the
 contract goes to ``raw.quarantine`` with its file, line, raw text and reason; everything else goes
-to ``raw.<entity>``. A date is loaded in one transaction and replaces whatever was loaded for that
-date before, so re-running a date is idempotent.
+to ``raw.<entity>``. Each load of a date is a pending batch (:mod:`tierline.batches`) that no other
+run sees until this run publishes; each file is loaded in its own transaction, and a retry of the
+run replaces its pending batch, so re-running a date is idempotent.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from psycopg import sql
 
-from tierline import contract
+from tierline import batches, contract, warehouse
 from tierline.errors import ExtractError
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ def _pg_type(column: contract.Column) -> str:
 
 
 def ensure_raw_schema(conn) -> None:
-    """Create the raw tables, quarantine and load log, and the parsing helpers (idempotent)."""
+    """Create the raw tables, quarantine, load log and batches, and the parsing helpers (idempotent)."""
     ident = sql.Identifier
     conn.execute(sql.SQL("create schema if not exists {}").format(ident(RAW)))
     for entity in contract.ENTITIES:
@@ -155,7 +156,7 @@ def ensure_raw_schema(conn) -> None:
         conn.execute(
             sql.SQL(
                 "create table if not exists {}.{} ({}, _extract_date date not null, _line_no bigint not null, "
-                "_file_sha256 text not null)"
+                "_file_sha256 text not null, batch_id bigint not null)"
             ).format(ident(RAW), ident(entity.name), sql.SQL(", ").join(columns))
         )
         # A nullable column added to the contract later reaches tables created before it.
@@ -166,28 +167,24 @@ def ensure_raw_schema(conn) -> None:
             if column.name not in present:
                 conn.execute(sql.SQL("alter table {}.{} add column {} {}").format(
                     ident(RAW), ident(entity.name), ident(column.name), sql.SQL(_pg_type(column))))
-        conn.execute(
-            sql.SQL("create index if not exists {} on {}.{} (_extract_date)").format(
-                ident(f"{entity.name}__extract_date"), ident(RAW), ident(entity.name)
-            )
-        )
     conn.execute(
         """
         create table if not exists raw.quarantine (
-            extract_date date not null, file text not null, line_no bigint not null,
+            batch_id bigint not null, extract_date date not null, file text not null, line_no bigint not null,
             raw_text text, reason text not null, run_id text, quarantined_at timestamptz default now(),
-            primary key (extract_date, file, line_no))
+            primary key (batch_id, file, line_no))
         """
     )
     conn.execute(
         """
         create table if not exists raw.load_log (
-            extract_date date not null, file text not null, file_sha256 text not null, encoding text,
-            rows_read bigint not null, rows_loaded bigint not null, rows_quarantined bigint not null,
+            batch_id bigint not null, extract_date date not null, file text not null, file_sha256 text not null,
+            encoding text, rows_read bigint not null, rows_loaded bigint not null, rows_quarantined bigint not null,
             ignored_columns text[], soft_reference_misses jsonb, run_id text,
-            loaded_at timestamptz default now(), primary key (extract_date, file))
+            loaded_at timestamptz default now(), primary key (batch_id, file))
         """
     )
+    batches.ensure_schema(conn)
     version = conn.execute("show server_version_num").fetchone()[0]
     if int(version) >= 160000:
         check = "select pg_input_is_valid(v, t)"
@@ -319,7 +316,8 @@ def _typed(column: contract.Column) -> sql.Composable:
     return c
 
 
-def load_file(conn, entity: contract.Entity, path: Path, sha256: str, as_of: date, run_id: str) -> FileLoad:
+def load_file(conn, entity: contract.Entity, path: Path, sha256: str, as_of: date, run_id: str,
+              batch_id: int) -> FileLoad:
     started = time.perf_counter()
     ident = sql.Identifier
     fmt = inspect_file(path, entity)
@@ -345,9 +343,9 @@ def load_file(conn, entity: contract.Entity, path: Path, sha256: str, as_of: dat
     for i, ref in enumerate(r for r in entity.references if r.hard):
         alias = ident(f"ref{i}")
         joins.append(sql.SQL(
-            "left join (select distinct {k} as ref_key from {s}.{t} where _extract_date <= {d}) {a} "
+            "left join (select distinct {k} as ref_key from {s}.{t} where batch_id in {visible}) {a} "
             "on {a}.ref_key = c.{col}"
-        ).format(k=ident(ref.key), s=ident(RAW), t=ident(ref.entity), d=_lit(as_of), a=alias,
+        ).format(k=ident(ref.key), s=ident(RAW), t=ident(ref.entity), visible=_visible(as_of, run_id), a=alias,
                  col=ident(ref.column)))
         fk_checks.append(sql.SQL("case when c.{col} is not null and {a}.ref_key is null then format({m}, c.{col}) end")
                          .format(col=ident(ref.column), a=alias,
@@ -391,16 +389,16 @@ def load_file(conn, entity: contract.Entity, path: Path, sha256: str, as_of: dat
     target_columns = sql.SQL(", ").join(ident(c.name) for c in entity.columns)
     typed = sql.SQL(", ").join(_typed(c) for c in entity.columns)
     loaded = conn.execute(sql.SQL(
-        "insert into {s}.{t} ({cols}, _extract_date, _line_no, _file_sha256) "
-        "select {typed}, {d}, _line_no, {sha} from tl_checked where _reason is null"
+        "insert into {s}.{t} ({cols}, _extract_date, _line_no, _file_sha256, batch_id) "
+        "select {typed}, {d}, _line_no, {sha}, {b} from tl_checked where _reason is null"
     ).format(s=ident(RAW), t=ident(entity.name), cols=target_columns, typed=typed, d=_lit(as_of),
-             sha=_lit(sha256))).rowcount
+             sha=_lit(sha256), b=_lit(batch_id))).rowcount
     quarantined = conn.execute(sql.SQL(
-        "insert into raw.quarantine (extract_date, file, line_no, raw_text, reason, run_id) "
-        "select {d}, {f}, _line_no, _line, _reason, {r} from tl_checked where _reason is not null"
-    ).format(d=_lit(as_of), f=_lit(entity.file_name), r=_lit(run_id))).rowcount
+        "insert into raw.quarantine (batch_id, extract_date, file, line_no, raw_text, reason, run_id) "
+        "select {b}, {d}, {f}, _line_no, _line, _reason, {r} from tl_checked where _reason is not null"
+    ).format(b=_lit(batch_id), d=_lit(as_of), f=_lit(entity.file_name), r=_lit(run_id))).rowcount
     read = conn.execute("select count(*) from tl_lines").fetchone()[0]
-    soft = _soft_reference_misses(conn, entity, as_of)
+    soft = _soft_reference_misses(conn, entity, as_of, run_id, batch_id)
     result = FileLoad(entity.file_name, fmt.encoding, read, loaded, quarantined, fmt.ignored_columns, soft,
                       round(time.perf_counter() - started, 3))
     if read != loaded + quarantined:
@@ -408,56 +406,72 @@ def load_file(conn, entity: contract.Entity, path: Path, sha256: str, as_of: dat
             f"{entity.file_name}: rows read ({read}) != rows loaded ({loaded}) + quarantined ({quarantined})"
         )
     conn.execute(
-        "insert into raw.load_log (extract_date, file, file_sha256, encoding, rows_read, rows_loaded, "
+        "insert into raw.load_log (batch_id, extract_date, file, file_sha256, encoding, rows_read, rows_loaded, "
         "rows_quarantined, ignored_columns, soft_reference_misses, run_id) "
-        "values (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s)",
-        (as_of, entity.file_name, sha256, fmt.encoding, read, loaded, quarantined, fmt.ignored_columns,
+        "values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s)",
+        (batch_id, as_of, entity.file_name, sha256, fmt.encoding, read, loaded, quarantined, fmt.ignored_columns,
          json.dumps(soft), run_id),
     )
     conn.execute("drop table if exists tl_lines, tl_checked")
     return result
 
 
-def _soft_reference_misses(conn, entity: contract.Entity, as_of: date) -> dict[str, int]:
+def _soft_reference_misses(conn, entity: contract.Entity, as_of: date, run_id: str, batch_id: int) -> dict[str, int]:
     """Count loaded rows whose soft references point nowhere (reported by the raw gate)."""
     misses = {}
     for ref in (r for r in entity.references if not r.hard):
         query = sql.SQL(
-            "select count(*) from {s}.{t} x where x._extract_date = {d} and x.{col} is not null "
-            "and not exists (select 1 from {s}.{rt} r where r.{k} = x.{col} and r._extract_date <= {d})"
-        ).format(s=sql.Identifier(RAW), t=sql.Identifier(entity.name), d=_lit(as_of),
+            "select count(*) from {s}.{t} x where x.batch_id = {b} and x.{col} is not null "
+            "and not exists (select 1 from {s}.{rt} r where r.{k} = x.{col} and r.batch_id in {visible})"
+        ).format(s=sql.Identifier(RAW), t=sql.Identifier(entity.name), b=_lit(batch_id),
+                 visible=_visible(as_of, run_id),
                  col=sql.Identifier(ref.column), rt=sql.Identifier(ref.entity), k=sql.Identifier(ref.key))
         misses[ref.column] = conn.execute(query).fetchone()[0]
     return misses
 
 
-def load_date(conn, manifest: dict, as_of: date, run_id: str, business_tz: str, progress=None) -> list[FileLoad]:
-    """Replace everything loaded for ``as_of`` with the manifest's files, in one transaction."""
-    ensure_raw_schema(conn)
-    conn.execute(sql.SQL("set local timezone = {}").format(_lit(business_tz)))
+def load_date(warehouse_url: str, manifest: dict, as_of: date, run_id: str, business_tz: str,
+              progress=None) -> list[FileLoad]:
+    """Load the manifest's files into a new pending batch of ``as_of`` for ``run_id``.
+
+    Nothing loaded becomes visible to other runs until the run publishes (:mod:`tierline.batches`);
+    a retry of the same run replaces its earlier pending batch.
+    """
+    with warehouse.connect(warehouse_url) as conn:
+        _session_settings(conn, business_tz)
+        with conn.transaction():
+            ensure_raw_schema(conn)
+            batch_id = batches.open_batch(conn, as_of, run_id)
+        results = []
+        for entity in contract.ENTITIES:
+            entry = manifest["files"].get(entity.file_name)
+            if entry is None:
+                continue
+            with conn.transaction():
+                result = load_file(conn, entity, Path(entry["path"]), entry["sha256"], as_of, run_id, batch_id)
+                if result.rows_read != entry["rows"]:
+                    raise ExtractError(
+                        f"{entity.file_name}: COPY read {result.rows_read} rows but the landed file has "
+                        f"{entry['rows']} lines; a field probably contains a line break or a NUL byte"
+                    )
+            log.info("loaded %s", asdict(result))
+            if progress:
+                progress(result)
+            results.append(result)
+    return results
+
+
+def _session_settings(conn, business_tz: str) -> None:
+    """Settings of the loader's own sessions (autocommit: they outlive each file's transaction)."""
+    conn.autocommit = True
+    conn.execute(sql.SQL("set timezone = {}").format(_lit(business_tz)))
     # the per-file checks hash and materialise whole files; spilling them to disk costs more
     # than the memory (one backend, well under the 2 GiB budget)
-    conn.execute("set local work_mem = '256MB'")
-    conn.execute("set local temp_buffers = '512MB'")
-    conn.execute("set local datestyle = 'ISO, YMD'")
-    for entity in contract.ENTITIES:
-        conn.execute(sql.SQL("delete from {}.{} where _extract_date = %s").format(
-            sql.Identifier(RAW), sql.Identifier(entity.name)), (as_of,))
-    conn.execute("delete from raw.quarantine where extract_date = %s", (as_of,))
-    conn.execute("delete from raw.load_log where extract_date = %s", (as_of,))
-    results = []
-    for entity in contract.ENTITIES:
-        entry = manifest["files"].get(entity.file_name)
-        if entry is None:
-            continue
-        result = load_file(conn, entity, Path(entry["path"]), entry["sha256"], as_of, run_id)
-        if result.rows_read != entry["rows"]:
-            raise ExtractError(
-                f"{entity.file_name}: COPY read {result.rows_read} rows but the landed file has {entry['rows']} "
-                "lines; a field probably contains a line break or a NUL byte"
-            )
-        log.info("loaded %s", asdict(result))
-        if progress:
-            progress(result)
-        results.append(result)
-    return results
+    conn.execute("set work_mem = '256MB'")
+    conn.execute("set temp_buffers = '512MB'")
+    conn.execute("set datestyle = 'ISO, YMD'")
+
+
+def _visible(as_of: date, run_id: str) -> sql.Composable:
+    """The batches a run sees (one rule, :mod:`tierline.batches`), as an ``in`` list."""
+    return sql.SQL("(select raw.visible_batches({}, {}))").format(_lit(as_of), _lit(run_id))

@@ -96,8 +96,7 @@ def load_raw(ctx: RunContext) -> list:
 
     def run():
         manifest = json.loads((ctx.run_dir / "manifest.json").read_text())
-        with warehouse.connect(ctx.warehouse_url) as conn, conn.transaction():
-            return load_date(conn, manifest, ctx.as_of, ctx.run_id, ctx.config.business_timezone)
+        return load_date(ctx.warehouse_url, manifest, ctx.as_of, ctx.run_id, ctx.config.business_timezone)
 
     return run_stage(ctx, "load_raw", run)
 
@@ -114,6 +113,11 @@ def gate(ctx: RunContext, gate_name: str) -> dict:
                 publish_module.prepare(conn, build_schema=ctx.config.publish.build_schema,
                                        schema=ctx.config.publish.schema_)
         params = {"as_of_date": ctx.as_of.isoformat(), **ctx.config.gates.model_dump()}
+        if gate_name == "raw":
+            from tierline import batches
+
+            with warehouse.connect(ctx.warehouse_url) as conn:
+                params["batch_id"] = batches.run_batch(conn, run_id=ctx.run_id, as_of=ctx.as_of)
         try:
             result = gates.raise_for_result(
                 gates.run_gate(gate_name, ctx.warehouse_url, ctx.schemas, out_dir=ctx.run_dir, params=params))

@@ -16,6 +16,7 @@ from datetime import date
 
 from psycopg import sql
 
+from tierline import batches
 from tierline.assets import PUBLISHED_TABLES, SNAPSHOT_KEYS, SNAPSHOT_TABLES
 
 
@@ -117,4 +118,5 @@ def publish(conn, *, build_schema: str, schema: str, as_of: date, run_id: str, t
             "values (%s, %s, %s, %s, %s::jsonb) on conflict (run_id, as_of_date) do update set "
             "published_at = now(), row_counts = excluded.row_counts").format(ident(schema)),
             (run_id, as_of, tier_spec_version, tier_spec_hash, json.dumps(rows)))
+        batches.promote(conn, run_id=run_id, as_of=as_of)
     return Publication(run_id, as_of, rows)

@@ -7,7 +7,7 @@ from datetime import date, datetime
 
 import pytest
 
-from tierline import land, load, warehouse
+from tierline import land, load
 from tierline.crm import config as crm_config
 from tierline.crm import parse_crm_time, pull
 from tierline.crm.emulator import DEFAULT_MODULES, FieldSpec, ModuleSpec
@@ -50,8 +50,7 @@ def rows(path) -> dict[str, dict[str, str]]:
 
 def land_and_load(inbox, tmp_path, url, day):
     manifest = land.land_extracts(inbox, day, tmp_path / "landing")
-    with warehouse.connect(url) as conn, conn.transaction():
-        return load.load_date(conn, manifest, day, f"pull-{day}", "Asia/Shanghai")
+    return load.load_date(url, manifest, day, f"pull-{day}", "Asia/Shanghai")
 
 
 def test_a_pull_writes_the_contract_file_and_it_loads_without_quarantine(crm, accounts, connector, warehouse_url,
