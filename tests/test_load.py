@@ -11,6 +11,7 @@ from tierline import land, load, warehouse
 from tierline.errors import ExtractError
 
 AS_OF = date(2026, 11, 1)
+RUN_ID = "test-run"
 CUSTOMERS = (
     "customer_id,customer_name,customer_type,phone,created_at,updated_at\n"
     "C1,张三,individual,+86 138-0013-8000,2025-01-01 10:00:00,2025-01-01 10:00:00\n"
@@ -32,7 +33,7 @@ def write(root: Path, files: dict[str, str | bytes], day: date = AS_OF) -> Path:
 def run_load(tmp_path: Path, url: str, files: dict, day: date = AS_OF):
     root = write(tmp_path / "inbox", files, day)
     manifest = land.land_extracts(root, day, tmp_path / "landing")
-    return load.load_date(url, manifest, day, "test-run", "Asia/Shanghai")
+    return load.load_date(url, manifest, day, RUN_ID, "Asia/Shanghai")
 
 
 def quarantine(url: str) -> list[tuple]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import date
 
-from tierline import config, dbt, warehouse
+from tierline import batches, config, dbt, warehouse
 from tierline.pipeline import RunContext, run_folder
 
-from .test_load import run_load
+from .test_load import RUN_ID, run_load
 
 DAY1, DAY2 = date(2026, 11, 1), date(2026, 11, 2)
 HEADER = "customer_id,customer_name,customer_type,phone,email,created_at,updated_at\n"
@@ -15,7 +15,8 @@ HEADER = "customer_id,customer_name,customer_type,phone,email,created_at,updated
 
 def build_staging(url: str, as_of: date, tmp_path) -> None:
     cfg = config.load()
-    ctx = RunContext(as_of, "test", tmp_path, url, cfg, run_folder(as_of, f"staging-{tmp_path.name}"))
+    # the run that loaded the date (run_load) sees its own pending batch
+    ctx = RunContext(as_of, RUN_ID, tmp_path, url, cfg, run_folder(as_of, f"staging-{tmp_path.name}"))
     dbt.build("staging", warehouse_url=url, dbt_vars=ctx.dbt_vars(), build_schema="tierline_build",
               run_dir=ctx.run_dir)
 
@@ -27,6 +28,8 @@ def test_staging_cleans_phones_names_and_emails_and_keeps_the_newest_version(tmp
         "C3,Ｗａｎｇ  Wu,enterprise,010-12345678,,2025-01-01,2025-01-01\n"
         "C4,赵六,individual,0086 139 0000 0000,a@b.cn,2025-01-01,2025-06-01\n"
     )}, DAY1)
+    with warehouse.connect(warehouse_url) as conn, conn.transaction():
+        batches.promote(conn, run_id=RUN_ID, as_of=DAY1)  # as the run's publish step does
     run_load(tmp_path, warehouse_url, {"crm_customers.csv": HEADER + (
         # a newer version of C1 wins; an older version of C4 re-sent later does not
         "C1,Zhang San,enterprise,13800138000,zhang@example.com,2025-01-01,2026-11-02 09:00:00\n"
