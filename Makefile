@@ -40,7 +40,7 @@ lint: $(STAMP) ## ruff (with AIR3) and sqlfluff on the dbt models
 	$(BIN)/ruff check dags plugins tests bench
 	$(BIN)/python -m tierline.lint
 
-bench: $(STAMP) ## time every stage at SCALE customers (default 100000), and the BTYD fit on 1M; bench/results/
+bench: $(STAMP) ## full refresh + incremental days at SCALE customers (default 100000) vs floor and peers, BTYD fit on 1M; bench/results/
 	$(BIN)/python bench/bench_btyd.py
 	$(BIN)/python bench/bench_pipeline.py --customers $(SCALE)
 

@@ -84,9 +84,11 @@ def invoke(command: list[str], name: str, *, warehouse_url: str, dbt_vars: dict,
     return DbtResult(name, seconds, len(run_results.get("results", [])), artifacts)
 
 
-def build(layer: str, *, warehouse_url: str, dbt_vars: dict, build_schema: str, run_dir: Path) -> DbtResult:
+def build(layer: str, *, warehouse_url: str, dbt_vars: dict, build_schema: str, run_dir: Path,
+          full_refresh: bool = False) -> DbtResult:
     """Build one layer with its data tests; unit tests are for `make test`, not for every run."""
-    return invoke(["build", "--select", *LAYERS[layer], "--exclude-resource-type", "unit_test"], layer,
+    command = ["build", "--select", *LAYERS[layer], "--exclude-resource-type", "unit_test"]
+    return invoke(command + (["--full-refresh"] if full_refresh else []), layer,
                    warehouse_url=warehouse_url, dbt_vars=dbt_vars, build_schema=build_schema, run_dir=run_dir)
 
 

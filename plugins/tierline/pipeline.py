@@ -28,6 +28,8 @@ class RunContext:
     warehouse_url: str
     config: config_module.Config
     run_dir: Path
+    # rebuild every incremental model and history table from scratch instead of updating it
+    full_refresh: bool = False
 
     @property
     def schemas(self) -> dict[str, str]:
@@ -134,7 +136,7 @@ def build(ctx: RunContext, layer: str):
 
     return run_stage(ctx, f"dbt_{layer}", lambda: dbt.build(
         layer, warehouse_url=ctx.warehouse_url, dbt_vars=ctx.dbt_vars(),
-        build_schema=ctx.config.publish.build_schema, run_dir=ctx.run_dir))
+        build_schema=ctx.config.publish.build_schema, run_dir=ctx.run_dir, full_refresh=ctx.full_refresh))
 
 
 def fit_clv(ctx: RunContext):
