@@ -73,3 +73,28 @@
         when 'churned' then -3
     end
 {%- endmacro %}
+
+{% macro history_extends_publication(identifier) -%}
+    {#- True when a history table can be extended from its published version instead of rebuilt
+        from every published snapshot: the published table exists with every column this model
+        builds, the run is not a full refresh nor a unit test, and its date comes after every
+        published date (a re-run of a published or earlier date rebuilds, since later snapshots
+        are part of the history). Published history tables are replaced whole in the same
+        transaction as the snapshots, so they always stand for every published snapshot. -#}
+    {%- if not execute or flags.FULL_REFRESH or model.resource_type == 'unit_test' %}
+        {{- return(false) }}
+    {%- endif %}
+    {%- set relation = adapter.get_relation(database=target.database, schema=var('publish_schema'), identifier=identifier) %}
+    {%- set log = adapter.get_relation(database=target.database, schema=var('publish_schema'), identifier='publication_log') %}
+    {%- if relation is none or log is none %}
+        {{- return(false) }}
+    {%- endif %}
+    {%- set published_columns = adapter.get_columns_in_relation(relation) | map(attribute='name') | list %}
+    {%- for column in model.columns %}
+        {%- if column not in published_columns %}
+            {{- return(false) }}
+        {%- endif %}
+    {%- endfor %}
+    {%- set latest = run_query("select max(as_of_date) < " ~ as_of() ~ " as later from " ~ log) %}
+    {{- return(latest.columns[0].values()[0] == true) }}
+{%- endmacro %}

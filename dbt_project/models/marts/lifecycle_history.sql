@@ -1,6 +1,9 @@
 -- Lifecycle stage history as a type-2 slowly changing dimension: one row per customer and
--- uninterrupted stretch of one stage, rebuilt from every published lifecycle snapshot plus this
--- run's stages (the same gaps-and-islands as tier_history).
+-- uninterrupted stretch of one stage (the same gaps-and-islands as tier_history). A run dated
+-- after every publication extends the published history with this run's stages; otherwise
+-- (first run, re-run of a published date, full refresh) it is rebuilt from every published
+-- lifecycle snapshot plus this run's stages. Both give the same rows.
+{%- set extend = history_extends_publication('lifecycle_history') %}
 with
 
 current_run as (
@@ -13,6 +16,89 @@ current_run as (
     from {{ ref('customer_lifecycle') }}
 ),
 
+stages as (
+    select * from {{ ref('lifecycle_stages') }}
+),
+{%- if extend %}
+
+history as (
+    select * from {{ adapter.get_relation(database=target.database, schema=var('publish_schema'), identifier='lifecycle_history') }}
+),
+
+open_stretches as (
+    select
+        history.*,
+        current_run.customer_id is not null as evaluated_today,
+        current_run.customer_id is not null
+        and not coalesce(current_run.lifecycle_stage = history.lifecycle_stage, false) as ends_today
+    from history
+    left join current_run on history.customer_id = current_run.customer_id
+    where history.is_current
+),
+
+stretches as (
+    select
+        customer_id,
+        lifecycle_stage,
+        valid_from,
+        valid_to,
+        is_current,
+        previous_stage,
+        last_evaluated_date,
+        evaluations,
+        churn_risk_at_entry,
+        stage_reason
+    from history
+    where not is_current
+    union all
+    select
+        customer_id,
+        lifecycle_stage,
+        valid_from,
+        case when ends_today then {{ as_of() }} end as valid_to,
+        not ends_today as is_current,
+        previous_stage,
+        case when evaluated_today and not ends_today then {{ as_of() }} else last_evaluated_date end
+            as last_evaluated_date,
+        evaluations + case when evaluated_today and not ends_today then 1 else 0 end as evaluations,
+        churn_risk_at_entry,
+        stage_reason
+    from open_stretches
+    union all
+    select
+        current_run.customer_id,
+        current_run.lifecycle_stage,
+        current_run.as_of_date as valid_from,
+        null::date as valid_to,
+        true as is_current,
+        open_stretches.lifecycle_stage as previous_stage,
+        current_run.as_of_date as last_evaluated_date,
+        1 as evaluations,
+        current_run.churn_risk as churn_risk_at_entry,
+        current_run.churn_risk_reason as stage_reason
+    from current_run
+    left join open_stretches on current_run.customer_id = open_stretches.customer_id
+    where open_stretches.customer_id is null or open_stretches.ends_today
+),
+
+final as (
+    select
+        stretches.customer_id,
+        stretches.lifecycle_stage,
+        stages.label_zh as lifecycle_label_zh,
+        stretches.valid_from,
+        stretches.valid_to,
+        stretches.is_current,
+        stretches.previous_stage,
+        stretches.last_evaluated_date,
+        stretches.evaluations::integer as evaluations,
+        stretches.churn_risk_at_entry,
+        stretches.stage_reason
+    from stretches
+    left join stages on stretches.lifecycle_stage = stages.lifecycle_stage
+)
+{%- else %}
+
 published as (
     select
         customer_id,
@@ -21,10 +107,6 @@ published as (
         churn_risk,
         churn_risk_reason
     from {{ ref('int_published__customer_lifecycle_snapshots') }}
-),
-
-stages as (
-    select * from {{ ref('lifecycle_stages') }}
 ),
 
 snapshots as (
@@ -69,5 +151,6 @@ final as (
     from stretches
     left join stages on stretches.lifecycle_stage = stages.lifecycle_stage
 )
+{%- endif %}
 
 select * from final

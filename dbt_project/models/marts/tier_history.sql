@@ -1,9 +1,13 @@
 -- Tier history as a type-2 slowly changing dimension: one row per customer and uninterrupted
--- stretch of one tier, rebuilt from every published tier snapshot plus this run's tiers.
+-- stretch of one tier. A run dated after every publication extends the published history with
+-- this run's tiers (a day costs the customers, not the snapshots so far); otherwise (first run,
+-- re-run of a published date, full refresh) it is rebuilt from every published tier snapshot
+-- plus this run's tiers. Both give the same rows.
 {%- set published = adapter.get_relation(database=target.database, schema=var('publish_schema'), identifier='customer_tier') %}
+{%- set extend = history_extends_publication('tier_history') %}
 with
 
-snapshots as (
+current_run as (
     select
         customer_id,
         as_of_date,
@@ -12,6 +16,66 @@ snapshots as (
         is_overridden,
         tier_spec_version
     from {{ ref('customer_tier') }}
+),
+{%- if extend %}
+
+history as (
+    select * from {{ adapter.get_relation(database=target.database, schema=var('publish_schema'), identifier='tier_history') }}
+),
+
+open_stretches as (
+    select
+        history.*,
+        current_run.customer_id is not null and not coalesce(current_run.tier = history.tier, false) as ends_today
+    from history
+    left join current_run on history.customer_id = current_run.customer_id
+    where history.is_current
+),
+
+final as (
+    select
+        customer_id,
+        tier,
+        valid_from,
+        valid_to,
+        is_current,
+        previous_tier,
+        tier_reason,
+        is_overridden,
+        tier_spec_version
+    from history
+    where not is_current
+    union all
+    select
+        customer_id,
+        tier,
+        valid_from,
+        case when ends_today then {{ as_of() }} end as valid_to,
+        not ends_today as is_current,
+        previous_tier,
+        tier_reason,
+        is_overridden,
+        tier_spec_version
+    from open_stretches
+    union all
+    select
+        current_run.customer_id,
+        current_run.tier,
+        current_run.as_of_date as valid_from,
+        null::date as valid_to,
+        true as is_current,
+        open_stretches.tier as previous_tier,
+        current_run.tier_reason,
+        current_run.is_overridden,
+        current_run.tier_spec_version
+    from current_run
+    left join open_stretches on current_run.customer_id = open_stretches.customer_id
+    where open_stretches.customer_id is null or open_stretches.ends_today
+)
+{%- else %}
+
+snapshots as (
+    select * from current_run
     {%- if published is not none %}
         union all
         select
@@ -56,5 +120,6 @@ final as (
         tier_spec_version
     from stretches
 )
+{%- endif %}
 
 select * from final
