@@ -1,11 +1,14 @@
 {#- Helpers of the history and actions marts (config/tierline.yml `actions`). -#}
 
-{% macro published_snapshots(identifier, columns) -%}
+{% macro published_snapshots(identifier, columns, compared_only=false) -%}
     {#- Every published row of a snapshot table in the publish schema except the run date's own
         slice (a re-run replaces it), with a fixed column list so that a model reading it compiles
         the same way on the first run (nothing published yet: no rows) and after a release that
         adds a column (rows published before it read null there). `columns` is a list of
-        (name, type) pairs. -#}
+        (name, type) pairs. With `compared_only`, only the publications a run compares itself
+        with: the latest before the run's date and the latest on or before the start of the KPI
+        churn period, each one slice read by the as_of_date index, so that a run does not read
+        every snapshot published so far. -#}
     {%- set relation = adapter.get_relation(database=target.database, schema=var('publish_schema'), identifier=identifier) %}
     {%- if relation is none %}
     select
@@ -21,7 +24,20 @@
         {%- endfor %}
     from {{ relation }}
     where as_of_date <> {{ as_of() }}
+    {%- if compared_only %}
+        and as_of_date in (
+            (select max(as_of_date) from {{ relation }} where as_of_date < {{ as_of() }}),
+            (select max(as_of_date) from {{ relation }}
+                where as_of_date <= {{ as_of() }} - {{ actions_config()['kpi']['churn_period_days'] }})
+        )
     {%- endif %}
+    {%- endif %}
+{%- endmacro %}
+
+{% macro published_lifecycle_columns() -%}
+    {#- The customer_lifecycle columns that later runs read back from the publication. -#}
+    {{- return([('customer_id', 'text'), ('as_of_date', 'date'), ('lifecycle_stage', 'text'),
+                ('churn_risk', 'numeric'), ('churn_risk_reason', 'text')]) }}
 {%- endmacro %}
 
 {% macro actions_config() -%}

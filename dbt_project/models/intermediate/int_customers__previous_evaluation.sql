@@ -1,18 +1,20 @@
 -- Each customer's latest published evaluation before the run date: the memory that hysteresis,
--- "previous tier/stage" and "stage entered on" need. Empty on the first run; a column that an
--- older publication lacks reads as null (published_snapshots), so upgrades do not break.
+-- "previous tier/stage" and "stage entered on" need. Read from the latest publication before the
+-- run date (one slice, not every snapshot so far: every customer known then is in it). Empty on
+-- the first run; a column that an older publication lacks reads as null (published_snapshots),
+-- so upgrades do not break.
 with
 
 published_tiers as (
     {{ published_snapshots('customer_tier', [
         ('customer_id', 'text'), ('as_of_date', 'date'), ('tier', 'text'),
-        ('policy_tier', 'text'), ('evaluations_below', 'integer')]) }}
+        ('policy_tier', 'text'), ('evaluations_below', 'integer')], compared_only=true) }}
 ),
 
 published_stages as (
     {{ published_snapshots('customer_lifecycle', [
         ('customer_id', 'text'), ('as_of_date', 'date'), ('lifecycle_stage', 'text'),
-        ('stage_entered_date', 'date')]) }}
+        ('stage_entered_date', 'date')], compared_only=true) }}
 ),
 
 previous_tier as (

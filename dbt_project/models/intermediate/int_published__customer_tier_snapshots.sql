@@ -1,6 +1,7 @@
--- Every published customer_tier evaluation except the run date's own slice: the memory the
--- events, the migration matrix and the KPIs compare this run with. Ephemeral, so dbt unit tests
--- can stand in for the published table; empty on the first run.
+-- The published customer_tier evaluations the events, the migration matrix and the KPIs compare
+-- this run with: the latest publication before the run's date and the latest on or before the
+-- start of the KPI churn period (two slices, not every snapshot so far). Ephemeral, so dbt unit
+-- tests can stand in for the published table; empty on the first run.
 {{ config(materialized='ephemeral') }}
 with
 
@@ -16,7 +17,7 @@ published as (
         ('score_percentile', 'numeric'),
         ('tier_spec_version', 'text'),
         ('tier_spec_hash', 'text'),
-    ]) }}
+    ], compared_only=true) }}
 ),
 
 final as (

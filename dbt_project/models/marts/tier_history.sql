@@ -19,64 +19,64 @@ current_run as (
 ),
 {%- if extend %}
 
-history as (
-    select * from {{ adapter.get_relation(database=target.database, schema=var('publish_schema'), identifier='tier_history') }}
-),
+    history as (
+        select * from {{ adapter.get_relation(database=target.database, schema=var('publish_schema'), identifier='tier_history') }}
+    ),
 
-open_stretches as (
-    select
-        history.*,
-        current_run.customer_id is not null and not coalesce(current_run.tier = history.tier, false) as ends_today
-    from history
-    left join current_run on history.customer_id = current_run.customer_id
-    where history.is_current
-),
+    open_stretches as (
+        select
+            history.*,
+            current_run.customer_id is not null and not coalesce(current_run.tier = history.tier, false) as ends_today
+        from history
+        left join current_run on history.customer_id = current_run.customer_id
+        where history.is_current
+    ),
 
-final as (
-    select
-        customer_id,
-        tier,
-        valid_from,
-        valid_to,
-        is_current,
-        previous_tier,
-        tier_reason,
-        is_overridden,
-        tier_spec_version
-    from history
-    where not is_current
-    union all
-    select
-        customer_id,
-        tier,
-        valid_from,
-        case when ends_today then {{ as_of() }} end as valid_to,
-        not ends_today as is_current,
-        previous_tier,
-        tier_reason,
-        is_overridden,
-        tier_spec_version
-    from open_stretches
-    union all
-    select
-        current_run.customer_id,
-        current_run.tier,
-        current_run.as_of_date as valid_from,
-        null::date as valid_to,
-        true as is_current,
-        open_stretches.tier as previous_tier,
-        current_run.tier_reason,
-        current_run.is_overridden,
-        current_run.tier_spec_version
-    from current_run
-    left join open_stretches on current_run.customer_id = open_stretches.customer_id
-    where open_stretches.customer_id is null or open_stretches.ends_today
-)
+    final as (
+        select
+            customer_id,
+            tier,
+            valid_from,
+            valid_to,
+            is_current,
+            previous_tier,
+            tier_reason,
+            is_overridden,
+            tier_spec_version
+        from history
+        where not is_current
+        union all
+        select
+            customer_id,
+            tier,
+            valid_from,
+            case when ends_today then {{ as_of() }} end as valid_to,
+            not ends_today as is_current,
+            previous_tier,
+            tier_reason,
+            is_overridden,
+            tier_spec_version
+        from open_stretches
+        union all
+        select
+            current_run.customer_id,
+            current_run.tier,
+            current_run.as_of_date as valid_from,
+            null::date as valid_to,
+            true as is_current,
+            open_stretches.tier as previous_tier,
+            current_run.tier_reason,
+            current_run.is_overridden,
+            current_run.tier_spec_version
+        from current_run
+        left join open_stretches on current_run.customer_id = open_stretches.customer_id
+        where open_stretches.customer_id is null or open_stretches.ends_today
+    )
 {%- else %}
 
-snapshots as (
-    select * from current_run
-    {%- if published is not none %}
+    snapshots as (
+        select * from current_run
+        {%- if published is not none %}
         union all
         select
             customer_id,
@@ -88,38 +88,38 @@ snapshots as (
         from {{ published }}
         where as_of_date <> {{ as_of() }}
     {%- endif %}
-),
+    ),
 
-islands as (
-    {{ scd2_islands('snapshots', 'tier') }}
-),
+    islands as (
+        {{ scd2_islands('snapshots', 'tier') }}
+    ),
 
-stretches as (
-    select
-        customer_id,
-        island,
-        tier,
-        min(as_of_date) as valid_from,
-        (array_agg(tier_reason order by as_of_date))[1] as tier_reason,
-        (array_agg(is_overridden order by as_of_date))[1] as is_overridden,
-        (array_agg(tier_spec_version order by as_of_date))[1] as tier_spec_version
-    from islands
-    group by customer_id, island, tier
-),
+    stretches as (
+        select
+            customer_id,
+            island,
+            tier,
+            min(as_of_date) as valid_from,
+            (array_agg(tier_reason order by as_of_date))[1] as tier_reason,
+            (array_agg(is_overridden order by as_of_date))[1] as is_overridden,
+            (array_agg(tier_spec_version order by as_of_date))[1] as tier_spec_version
+        from islands
+        group by customer_id, island, tier
+    ),
 
-final as (
-    select
-        customer_id,
-        tier,
-        valid_from,
-        lead(valid_from) over (partition by customer_id order by valid_from) as valid_to,
-        lead(valid_from) over (partition by customer_id order by valid_from) is null as is_current,
-        lag(tier) over (partition by customer_id order by valid_from) as previous_tier,
-        tier_reason,
-        is_overridden,
-        tier_spec_version
-    from stretches
-)
+    final as (
+        select
+            customer_id,
+            tier,
+            valid_from,
+            lead(valid_from) over (partition by customer_id order by valid_from) as valid_to,
+            lead(valid_from) over (partition by customer_id order by valid_from) is null as is_current,
+            lag(tier) over (partition by customer_id order by valid_from) as previous_tier,
+            tier_reason,
+            is_overridden,
+            tier_spec_version
+        from stretches
+    )
 {%- endif %}
 
 select * from final
