@@ -488,9 +488,12 @@ def test_dbt_gets_its_profile_from_the_warehouse_url(services, env, monkeypatch,
     seen = {}
 
     class Runner:
+        def __init__(self, manifest=None):
+            self.manifest = manifest
+
         def invoke(self, args):
             seen.update(args=args, env={k: os.environ.get(k) for k in derived})
-            return types.SimpleNamespace(success=True, exception=None)
+            return types.SimpleNamespace(success=True, exception=None, result=None)
 
     fake = types.ModuleType("dbt.cli.main")
     fake.dbtRunner = Runner
