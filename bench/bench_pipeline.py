@@ -309,9 +309,15 @@ class PeakBackendMemory:
     def _poll(self):
         import psutil
 
+        # only this warehouse's backends (the embedded server's children): other servers on the
+        # machine belong to other people
+        pid_file = settings.home() / "pgdata" / "postmaster.pid"
+        postmaster = int(pid_file.read_text().split()[0]) if pid_file.exists() else None
         while not self._stop.is_set():
-            for proc in psutil.process_iter(["name", "memory_info"]):
+            for proc in psutil.process_iter(["name", "memory_info", "ppid"]):
                 info = proc.info["memory_info"]
+                if postmaster is not None and proc.info["ppid"] != postmaster:
+                    continue
                 if proc.info["name"] and proc.info["name"].startswith("postgres") and info:
                     self.rss = max(self.rss, info.rss)
                     self.private = max(self.private, info.rss - getattr(info, "shared", 0))
