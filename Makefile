@@ -13,7 +13,7 @@ DAYS ?= 3
 SCALE ?= 100000
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test run lint bench bench-crm simulate holdout warehouse-url stop clean crm-sync crm-retry
+.PHONY: help venv demo test run backfill preflight lint bench bench-crm simulate holdout warehouse-url stop clean crm-sync crm-retry
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,13 @@ test: $(STAMP) ## run the whole test suite (real PostgreSQL, dbt, GX, Airflow)
 run: $(STAMP) ## run the DAG for one date: make run LANDING=<dir> AS_OF=<YYYY-MM-DD>
 	@test -n "$(LANDING)" -a -n "$(AS_OF)" || { echo "usage: make run LANDING=<dir> AS_OF=<YYYY-MM-DD>"; exit 2; }
 	$(BIN)/python -m tierline.cli run --landing "$(LANDING)" --as-of "$(AS_OF)"
+
+backfill: $(STAMP) ## run every date folder in a range, oldest first: make backfill LANDING=<dir> FROM=<date> TO=<date> [FORCE=1]
+	@test -n "$(LANDING)" -a -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make backfill LANDING=<dir> FROM=<YYYY-MM-DD> TO=<YYYY-MM-DD> [FORCE=1]"; exit 2; }
+	$(BIN)/python -m tierline.cli backfill --landing "$(LANDING)" --from "$(FROM)" --to "$(TO)" $(if $(filter 1 yes true,$(FORCE)),--force)
+
+preflight: $(STAMP) ## check config, warehouse, landing and date folder in seconds: make preflight [LANDING=<dir>] [AS_OF=<date>]
+	$(BIN)/python -m tierline.cli preflight $(if $(LANDING),--landing "$(LANDING)") $(if $(AS_OF),--as-of "$(AS_OF)")
 
 lint: $(STAMP) ## ruff (with AIR3) and sqlfluff on the dbt models
 	$(BIN)/ruff check dags plugins tests bench

@@ -27,7 +27,9 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, dag, task
 
+from tierline.alerts import TaskFailureAlert
 from tierline.assets import asset_uri
+from tierline.settings import EARLIEST_AS_OF
 
 
 def _fail_fast(func, *args):
@@ -46,7 +48,7 @@ def _fail_fast(func, *args):
 @dag(
     dag_id="crm_sync",
     schedule=[Asset(asset_uri("customer_tier"))],
-    start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Shanghai"),
+    start_date=pendulum.parse(EARLIEST_AS_OF, tz="Asia/Shanghai"),
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
@@ -55,6 +57,7 @@ def _fail_fast(func, *args):
         "owner": "data-engineering",
         "retries": 3,
         "retry_delay": timedelta(seconds=int(os.environ.get("TIERLINE_CRM_RETRY_DELAY_SECONDS", "600"))),
+        "on_failure_callback": TaskFailureAlert(),
     },
 )
 def crm_sync():

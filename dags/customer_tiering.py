@@ -3,6 +3,8 @@
 
 Daily, per logical date (the extract date, `<landing>/<YYYY-MM-DD>/*.csv` per EXTRACTS.md):
 
+0. **preflight** — configuration, warehouse (reachable, version, privileges), landing and date
+   folder, in seconds; records the run's identity in its run folder (`run.json`).
 1. **land_extracts** — immutable, content-addressed copy of the date's files plus a manifest.
 2. **load_raw** — one `COPY` per file into `raw.*`; bad rows to `raw.quarantine` with reasons.
 3. **gate_raw** — Great Expectations: counts balance, quarantine rate, keys, references.
@@ -28,7 +30,9 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, Param, dag, task
 
+from tierline.alerts import TaskFailureAlert
 from tierline.assets import PUBLISHED_TABLES, asset_uri
+from tierline.settings import EARLIEST_AS_OF
 
 PUBLISHED_ASSETS = [Asset(asset_uri(table), extra={"table": f"analytics.{table}"}) for table in PUBLISHED_TABLES]
 
@@ -48,10 +52,20 @@ def _run(stage: str, *args, **context):
         raise AirflowFailException(str(exc)) from exc
 
 
+def _gate(name: str, context):
+    """A gate that passes with warnings lets the run go on and sends a ``gate_warning`` alert."""
+    from tierline import alerts
+
+    result = _run("gate", name, **context)
+    alerts.gate_warnings(result, context)
+    return result
+
+
 @dag(
     dag_id="customer_tiering",
     schedule="@daily",
-    start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Shanghai"),
+    # Any date since EARLIEST_AS_OF runs (make run, backfills); catchup off: no flood on first deploy.
+    start_date=pendulum.parse(EARLIEST_AS_OF, tz="Asia/Shanghai"),
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
@@ -60,6 +74,7 @@ def _run(stage: str, *args, **context):
         "owner": "data-engineering",
         "retries": 2,
         "retry_delay": timedelta(seconds=int(os.environ.get("TIERLINE_RETRY_DELAY_SECONDS", "120"))),
+        "on_failure_callback": TaskFailureAlert(),
     },
     params={
         "landing": Param(
@@ -71,6 +86,20 @@ def _run(stage: str, *args, **context):
 )
 def customer_tiering():
     @task
+    def preflight(**context):
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from tierline import preflight as checks
+        from tierline.errors import TierlineError
+
+        try:
+            checks.run_for_dag(context["params"]["landing"], context["ds"], context["run_id"],
+                               context["logical_date"])
+        except TierlineError as exc:
+            # a typo, a missing folder or privilege: retrying changes nothing (unreachable: retried)
+            raise AirflowFailException(str(exc)) from exc
+
+    @task
     def land_extracts(**context):
         return _run("land_extracts", **context)
 
@@ -80,7 +109,7 @@ def customer_tiering():
 
     @task
     def gate_raw(**context):
-        return _run("gate", "raw", **context)
+        return _gate("raw", context)
 
     @task
     def dbt_staging(**context):
@@ -88,7 +117,7 @@ def customer_tiering():
 
     @task
     def gate_staging(**context):
-        return _run("gate", "staging", **context)
+        return _gate("staging", context)
 
     @task
     def fit_clv(**context):
@@ -100,7 +129,7 @@ def customer_tiering():
 
     @task
     def gate_marts(**context):
-        return _run("gate", "marts", **context)
+        return _gate("marts", context)
 
     @task(outlets=PUBLISHED_ASSETS)
     def publish(**context):
@@ -113,7 +142,8 @@ def customer_tiering():
         print(report_module.as_text(_run("report", **context)))
 
     (
-        land_extracts()
+        preflight()
+        >> land_extracts()
         >> load_raw()
         >> gate_raw()
         >> dbt_staging()

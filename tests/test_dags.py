@@ -40,6 +40,37 @@ def test_every_dag_has_docs_owner_and_retries(dagbag):
             assert task.owner != "airflow", f"{dag_id}.{task.task_id} has no owner"
 
 
+def test_every_task_alerts_on_failure(dagbag):
+    from tierline.alerts import TaskFailureAlert
+
+    for dag_id, dag in dagbag.dags.items():
+        for task in dag.tasks:
+            callbacks = task.on_failure_callback if isinstance(task.on_failure_callback, list) else [
+                task.on_failure_callback]
+            assert any(isinstance(c, TaskFailureAlert) for c in callbacks), f"{dag_id}.{task.task_id}"
+
+
+def test_dags_accept_history_without_catching_up(dagbag):
+    from tierline.settings import EARLIEST_AS_OF
+
+    for dag_id, dag in dagbag.dags.items():
+        assert not dag.catchup, dag_id
+        assert dag.start_date.in_timezone("Asia/Shanghai").isoformat()[:10] == EARLIEST_AS_OF, dag_id
+
+
+def test_publication_watch_runs_at_the_configured_deadline(tmp_path):
+    code = ("import runpy, sys; g = runpy.run_path(sys.argv[1]); "
+            "print(g['publication_watch']().timetable.expression)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "plugins"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW_HOME": str(tmp_path), "TIERLINE_PUBLISH_DEADLINE": "07:45"}
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT / "dags" / "publication_watch.py")], env=env,
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "45 7 * * *"
+    bad = subprocess.run([sys.executable, "-c", code, str(ROOT / "dags" / "publication_watch.py")],
+                         env={**env, "TIERLINE_PUBLISH_DEADLINE": "9am"}, capture_output=True, text=True)
+    assert "TIERLINE_PUBLISH_DEADLINE must be HH:MM (24 h, Asia/Shanghai), got '9am'" in bad.stderr
+
+
 def test_customer_tiering_reads_like_the_flow(dagbag):
     dag = dagbag.dags["customer_tiering"]
     order = []
@@ -49,7 +80,7 @@ def test_customer_tiering_reads_like_the_flow(dagbag):
         downstream = list(task.downstream_list)
         assert len(downstream) <= 1
         task = downstream[0] if downstream else None
-    assert order == ["land_extracts", "load_raw", "gate_raw", "dbt_staging", "gate_staging", "fit_clv", "dbt_marts",
+    assert order == ["preflight", "land_extracts", "load_raw", "gate_raw", "dbt_staging", "gate_staging", "fit_clv", "dbt_marts",
                      "gate_marts", "publish", "report"]
     assert dag.max_active_runs == 1
     assert "landing" in dag.params

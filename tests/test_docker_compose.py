@@ -640,6 +640,52 @@ def test_compose_environment_matches_the_local_airflow_environment(env, containe
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
 
 
+# --- the same environment for the native production topology ----------------------------------
+
+# Keys of compose's common environment that the native topology (tierline.topology) sets
+# differently by design, and why.
+NATIVE_DIFFERS = {
+    "AIRFLOW__CORE__AUTH_MANAGER": "FAB comes with the official image, not requirements.txt: natively Airflow's own "
+                                   "SimpleAuthManager (docs/production.md)",
+}
+# Native-only keys: where the API server listens (compose: the default port in its container).
+NATIVE_ONLY = {"AIRFLOW__API__PORT"}
+
+
+def test_native_celery_topology_has_the_compose_environment(env, container_root, monkeypatch, tmp_path):
+    """tests/test_production_topology.py runs what tierline.topology.celery_environ() gives: compose's settings."""
+    from tierline import topology
+
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())["x-airflow-common"]["environment"]
+    # `${KEY:-default}`: the operator's own variable feeds the container; natively their shell does
+    from_operator = {k for k, v in raw.items() if isinstance(v, str) and re.fullmatch(rf"\$\{{{k}(:?-[^}}]*)?\}}", v)}
+    monkeypatch.setenv("TIERLINE_HOME", str(tmp_path))
+    monkeypatch.setenv(warehouse.ENV_URL, env["TIERLINE_WAREHOUSE_URL"])
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    monkeypatch.delenv("TIERLINE_RETRY_DELAY_SECONDS", raising=False)
+    metadata = urlsplit(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    api = urlsplit(env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
+    # given compose's own addresses, the native environment must be compose's environment
+    native = topology.celery_environ(
+        metadata_url=f"postgresql://{metadata.netloc}{metadata.path}", broker_url=env["AIRFLOW__CELERY__BROKER_URL"],
+        api_port=api.port, jwt_secret=env["AIRFLOW__API_AUTH__JWT_SECRET"], fernet_key=env["AIRFLOW__CORE__FERNET_KEY"])
+
+    def in_container(value: str) -> str:
+        return value.replace(str(settings.home()), env["TIERLINE_HOME"]).replace(
+            str(settings.PROJECT_ROOT / "inbox"), env["TIERLINE_LANDING"]).replace(
+            str(settings.PROJECT_ROOT), str(container_root)).replace(f"127.0.0.1:{api.port}", api.netloc)
+
+    for key, value in env.items():
+        if key in NATIVE_DIFFERS or (key in from_operator and key not in native):
+            continue
+        assert key in native, f"{key} is set in docker-compose.yml but not by tierline.topology.celery_environ()"
+        assert _same(value, in_container(native[key])), f"{key}: compose {value!r}, native {native[key]!r}"
+    extra = set(native) - set(env) - set(PRODUCTION_DIFFERS) - NATIVE_ONLY
+    assert not extra, f"set natively but not in docker-compose.yml: {sorted(extra)}"
+    assert set(NATIVE_DIFFERS) <= set(env), "NATIVE_DIFFERS names keys compose dropped"
+    assert native["AIRFLOW__API__HOST"] == "127.0.0.1"
+
+
 # --- Airflow's own services ---------------------------------------------------------------------
 
 def test_airflow_metadata_db_is_not_the_warehouse(services, env):

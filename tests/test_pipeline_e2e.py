@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.receivers import HttpReceiver, chat_connection
 from tierline import cli, config, generate, settings, simulate, warehouse
 from tierline.assets import PUBLISHED_TABLES
 
@@ -44,6 +45,10 @@ def scenario(server_url, tmp_path_factory):
     patch.setenv(warehouse.ENV_URL, url)
     patch.setenv("TIERLINE_HOME", str(root / "home"))
     patch.setenv("TIERLINE_RETRY_DELAY_SECONDS", "1")
+    # alerts of the real DAG runs go to a local chat webhook (a WeCom-style robot)
+    hooks = HttpReceiver().__enter__()
+    patch.setenv("AIRFLOW_CONN_TIERLINE_ALERTS_CHAT", chat_connection(hooks.port))
+    patch.setenv("TIERLINE_ALERT_CONNECTIONS", "tierline_alerts_chat")
 
     landing = root / "landing"
     generate.generate(landing, customers=800, days=2, seed=11, start_date=DAY1, progress=False)
@@ -54,17 +59,22 @@ def scenario(server_url, tmp_path_factory):
         for i in range(30):
             handle.write(f"X{i},NOBODY{i},2026-11-03 10:00:00,completed,10,10,2026-11-03 10:00:00\n")
 
-    result = {"url": url, "landing": landing, "codes": {}, "fingerprints": {}}
+    result = {"url": url, "landing": landing, "codes": {}, "fingerprints": {}, "alerts": {}}
     result["codes"]["day1"] = cli.run(landing, DAY1, quiet=True)
     result["fingerprints"]["day1"] = fingerprint(url)
+    result["alerts"]["day1"], hooks.received[:] = hooks.texts(), []
     result["codes"]["day1_again"] = cli.run(landing, DAY1, quiet=True)
     result["fingerprints"]["day1_again"] = fingerprint(url)
+    result["alerts"]["day1_again"], hooks.received[:] = hooks.texts(), []
     result["codes"]["day2"] = cli.run(landing, DAY2, quiet=True)
     result["fingerprints"]["day2"] = fingerprint(url)
+    result["alerts"]["day2"], hooks.received[:] = hooks.texts(), []
     result["codes"]["day1_after_day2"] = cli.run(landing, DAY1, quiet=True)
     result["fingerprints"]["day1_after_day2"] = fingerprint(url)
+    result["alerts"]["day1_after_day2"], hooks.received[:] = hooks.texts(), []
     result["codes"]["day3"] = cli.run(landing, DAY3, quiet=True)
     result["fingerprints"]["day3"] = fingerprint(url)
+    result["alerts"]["day3"], hooks.received[:] = hooks.texts(), []
     strict = yaml.safe_load((settings.config_path().parent / "tier_spec.yml").read_text())
     for tier in strict["ladder"][:3]:
         tier["min_score_percentile"] = min(0.999, tier["min_score_percentile"] + 0.1)
@@ -72,6 +82,7 @@ def scenario(server_url, tmp_path_factory):
     result["simulation"] = simulate.run(root / "strict_spec.yml")
     result["fingerprints"]["simulated"] = fingerprint(url)
     yield result
+    hooks.__exit__(None, None, None)
     patch.undo()
     warehouse.drop_database(url)
     shutil.rmtree(root, ignore_errors=True)
@@ -146,6 +157,18 @@ def test_failed_gate_publishes_nothing_and_names_the_check(scenario):
     # the message names the file that broke the rule, with its counts
     assert "file=sales_orders.csv" in failure["error"] and "rows_quarantined=30" in failure["error"]
     assert not (latest_run_dir(DAY3) / "stage_dbt_staging.json").exists()
+
+
+def test_a_failed_run_sends_one_alert_naming_task_reason_and_run_folder(scenario):
+    task_failures = {day: [t for t in texts if "task failed" in t.splitlines()[0]]
+                     for day, texts in scenario["alerts"].items()}
+    assert {day: len(t) for day, t in task_failures.items()} == {
+        "day1": 0, "day1_again": 0, "day2": 0, "day1_after_day2": 0, "day3": 1}
+    lines = task_failures["day3"][0].splitlines()
+    assert lines[0] == "[tierline] customer_tiering 2026-11-03: task failed (gate_raw)"
+    assert "gates.max_quarantine_rate" in lines[4] and "rows_quarantined=30" in lines[4]
+    assert lines[5] == "counts: try 1, max_tries 2"
+    assert f"run folder {latest_run_dir(DAY3)}" in lines[6]
 
 
 def test_quarantine_holds_exactly_the_broken_rows_the_generator_injected(scenario):

@@ -15,7 +15,8 @@ import subprocess
 import sys
 import textwrap
 import time
-from datetime import date, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from tierline import settings, warehouse
@@ -73,28 +74,69 @@ def ensure_airflow_db(env: dict[str, str]) -> None:
     stamp.touch()
 
 
-def _latest_run_dir(as_of: date, since: float) -> Path | None:
+def _run_dir_of(as_of: date, logical_date: datetime) -> Path | None:
+    """The run folder of the DAG run created for ``logical_date`` (its preflight task writes run.json)."""
     day = settings.runs_dir() / as_of.isoformat()
-    candidates = [p for p in day.glob("*") if p.is_dir() and p.stat().st_mtime >= since - 1] if day.exists() else []
-    return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
+    for record_file in day.glob("*/run.json") if day.exists() else []:
+        record = json.loads(record_file.read_text())
+        if record.get("logical_date") and datetime.fromisoformat(record["logical_date"]) == logical_date:
+            return record_file.parent
+    return None
+
+
+def preflight(landing: Path | None, as_of: date | None, *, quiet: bool = False) -> bool:
+    """Run the preflight checks and print them (always when one fails); True when all passed."""
+    from tierline import preflight as checks
+
+    started = time.perf_counter()
+    results = checks.check(landing, as_of)
+    passed = all(c.ok for c in results)
+    if not passed or not quiet:
+        print(checks.report(results, time.perf_counter() - started, as_of), file=sys.stdout if passed else sys.stderr)
+    return passed
+
+
+@dataclass
+class RunOutcome:
+    code: int  # 0 only when the run published
+    run_dir: Path | None
+    log_path: Path | None
 
 
 def run(landing: Path, as_of: date, *, quiet: bool = False) -> int:
     """Run the DAG for one date; return 0 only when the run published."""
+    return run_once(landing, as_of, quiet=quiet).code
+
+
+def run_once(landing: Path, as_of: date, *, quiet: bool = False) -> RunOutcome:
+    """Preflight, then one new DAG run for ``as_of`` with a record of its own.
+
+    Its logical date is ``as_of`` at the current UTC time of day (the run still processes
+    ``as_of``: the DAG reads the logical date's UTC date), so a re-run never replaces an earlier
+    run of the date, in Airflow or in the logs; the run's folder is the one whose ``run.json``
+    names that logical date.
+    """
+    if not preflight(landing, as_of, quiet=quiet):
+        print(f"tierline run for {as_of}: nothing was run (fix the preflight failure above; "
+              "docs/production.md#failure-messages)", file=sys.stderr)
+        return RunOutcome(2, None, None)
     env = airflow_environ()
     ensure_airflow_db(env)
-    logs = settings.home() / "logs"
-    logs.mkdir(exist_ok=True)
-    log_path = logs / f"{DAG_ID}_{as_of.isoformat()}.log"
-    started = time.time()
+    logical_date = datetime.combine(as_of, datetime.now(UTC).time(), tzinfo=UTC)
+    stamp = logical_date.strftime("%H%M%S.%f")
+    log_path = settings.home() / "logs" / as_of.isoformat() / f"{DAG_ID}_{as_of.isoformat()}_{stamp}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     conf = json.dumps({"landing": str(Path(landing).resolve())})
-    code = _airflow(["dags", "test", DAG_ID, as_of.isoformat(), "-c", conf], env, log_path)
-    run_dir = _latest_run_dir(as_of, started)
+    if not quiet:
+        print(f"running {DAG_ID} for {as_of}; Airflow log: {log_path}")
+    code = _airflow(["dags", "test", DAG_ID, logical_date.isoformat(), "-c", conf], env, log_path)
+    run_dir = _run_dir_of(as_of, logical_date)
     summary = run_dir / "summary.txt" if run_dir else None
     if code == 0 and summary and summary.exists():
         if not quiet:
             print(summary.read_text().rstrip())
-        return 0
+            print(f"  run folder: {run_dir}\n  Airflow log: {log_path}")
+        return RunOutcome(0, run_dir, log_path)
     print(f"tierline run for {as_of} did NOT publish (airflow exit code {code}).", file=sys.stderr)
     failure = run_dir / "failure.json" if run_dir else None
     if failure and failure.exists():
@@ -105,7 +147,51 @@ def run(landing: Path, as_of: date, *, quiet: bool = False) -> int:
     print(f"  Airflow log: {log_path}", file=sys.stderr)
     if run_dir:
         print(f"  run folder: {run_dir}", file=sys.stderr)
-    return 1 if code == 0 else code
+    return RunOutcome(1 if code == 0 else code, run_dir, log_path)
+
+
+def backfill(landing: Path, start: date, end: date, *, force: bool = False) -> int:
+    """Run every date folder of ``landing`` in [start, end], oldest first; skip published dates.
+
+    It stops at the first date that does not publish; the same command resumes there, since the
+    dates published before it are skipped (``--force`` re-runs them).
+    """
+    from tierline import config as config_module
+    from tierline import preflight as checks
+    from tierline import publish
+
+    if end < start:
+        print(f"backfill: --to {end} is before --from {start}", file=sys.stderr)
+        return 2
+    if not preflight(landing, None, quiet=True):
+        print("backfill: nothing was run (fix the preflight failure above)", file=sys.stderr)
+        return 2
+    dates = [d for d in checks.date_folders(landing) if start <= d <= end]
+    if not dates:
+        print(f"backfill: no date folders between {start} and {end} in {landing}", file=sys.stderr)
+        return 2
+    with warehouse.connect() as conn:
+        published = publish.published_dates(conn, config_module.load().publish.schema_)
+    todo = [d for d in dates if force or d not in published]
+    print(f"backfill {start} .. {end}: {len(dates)} date folders in {landing}, {len(dates) - len(todo)} already "
+          f"published{' (re-run: --force)' if force and published else ''}, {len(todo)} to run", flush=True)
+    started = time.perf_counter()
+    for number, day in enumerate(dates, 1):
+        prefix = f"[{number}/{len(dates)}] {day}"
+        if day not in todo:
+            print(f"{prefix} skipped: published by run {published[day]} (--force re-runs it)", flush=True)
+            continue
+        print(f"{prefix} running ...", flush=True)
+        began = time.perf_counter()
+        outcome = run_once(landing, day, quiet=True)
+        took = time.perf_counter() - began
+        if outcome.code != 0:
+            print(f"{prefix} FAILED after {took:.0f} s; stopped. Fix it, then run the same command again: it "
+                  f"resumes at {day}", file=sys.stderr, flush=True)
+            return outcome.code
+        print(f"{prefix} published in {took:.0f} s; run folder {outcome.run_dir}; log {outcome.log_path}", flush=True)
+    print(f"backfill done: {len(todo)} run, {len(dates) - len(todo)} skipped, {time.perf_counter() - started:.0f} s")
+    return 0
 
 
 def demo(customers: int, days: int, seed: int) -> int:
@@ -264,10 +350,18 @@ def main(argv: list[str] | None = None) -> int:
     run_p = sub.add_parser("run", help="run the DAG for one date")
     run_p.add_argument("--landing", required=True, type=Path)
     run_p.add_argument("--as-of", required=True, type=date.fromisoformat)
+    back_p = sub.add_parser("backfill", help="run every date folder in a range, oldest first, resumable")
+    back_p.add_argument("--landing", required=True, type=Path)
+    back_p.add_argument("--from", dest="start", required=True, type=date.fromisoformat)
+    back_p.add_argument("--to", dest="end", required=True, type=date.fromisoformat)
+    back_p.add_argument("--force", action="store_true", help="re-run dates that are already published")
     demo_p = sub.add_parser("demo", help="generate sample extracts and run every date")
     demo_p.add_argument("--customers", type=int, default=5000)
     demo_p.add_argument("--days", type=int, default=3)
     demo_p.add_argument("--seed", type=int, default=7)
+    pre_p = sub.add_parser("preflight", help="check config, warehouse, landing and date folder (seconds)")
+    pre_p.add_argument("--landing", type=Path)
+    pre_p.add_argument("--as-of", type=date.fromisoformat)
     sub.add_parser("airflow-env", help="print the environment of the local Airflow as shell exports")
     sub.add_parser("warehouse-url", help="print the warehouse URL (starting the embedded one if needed)")
     sub.add_parser("dbt-env", help="print the dbt profile variables for the warehouse as shell exports")
@@ -277,6 +371,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "run":
         return run(args.landing, args.as_of)
+    if args.command == "backfill":
+        return backfill(args.landing, args.start, args.end, force=args.force)
+    if args.command == "preflight":
+        return 0 if preflight(args.landing, args.as_of) else 2
     if args.command == "demo":
         return demo(args.customers, args.days, args.seed)
     if args.command == "airflow-env":

@@ -90,6 +90,17 @@ def ensure_log(conn, schema: str) -> None:
         """).format(ident(schema)))
 
 
+def published_dates(conn, schema: str) -> dict:
+    """``{as_of_date: run id of its latest publication}`` from the publication log (empty before the first)."""
+    exists = conn.execute("select to_regclass(%s) is not null", (f"{schema}.publication_log",)).fetchone()[0]
+    if not exists:
+        return {}
+    rows = conn.execute(sql.SQL(
+        "select distinct on (as_of_date) as_of_date, run_id from {}.publication_log "
+        "order by as_of_date, published_at desc").format(sql.Identifier(schema))).fetchall()
+    return dict(rows)
+
+
 def prepare(conn, *, build_schema: str, schema: str) -> None:
     """Create the published schema and any published table that does not exist yet, empty."""
     with conn.transaction():

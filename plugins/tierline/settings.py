@@ -37,3 +37,8 @@ def landing_area() -> Path:
 def runs_dir() -> Path:
     """Per-run artifacts: dbt manifests and run results, gate results, the run report."""
     return home() / "runs"
+
+
+# The first logical date the DAGs accept (their start_date): history as old as this can be run and
+# backfilled, and with catchup off the scheduler does not create runs for the years in between.
+EARLIEST_AS_OF = "2000-01-01"

@@ -39,8 +39,10 @@ def url() -> str:
     configured = (os.environ.get(ENV_URL) or os.environ.get(AIRFLOW_CONNECTION_ENV) or "").strip()
     if configured:
         if not configured.startswith(("postgresql://", "postgres://")):
+            scheme = configured.split("://", 1)[0] + "://" if "://" in configured else "no scheme"
             raise WarehouseError(
-                f"{ENV_URL} (or {AIRFLOW_CONNECTION_ENV}) must be a postgresql:// URL, got {configured.split('@')[-1]!r}")
+                f"{ENV_URL} (or {AIRFLOW_CONNECTION_ENV}) must be a postgresql:// URL, got {scheme} "
+                f"({configured.split('@')[-1]!r}); tierline's warehouse is PostgreSQL")
         return configured
     return embedded_url(DEFAULT_DATABASE)
 
