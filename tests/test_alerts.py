@@ -133,3 +133,25 @@ def test_stale_publication_alerts_only_when_the_date_is_missing(monkeypatch, war
     assert text.splitlines()[0] == "[tierline] customer_tiering 2026-11-03: no publication by the deadline (publish)"
     assert "the latest published date is 2026-11-01" in text and "days_behind 2" in text
     assert "analytics.publication_log" in text
+
+
+def test_gate_warnings_alert_only_when_there_are_warnings(monkeypatch, http_receiver):
+    from types import SimpleNamespace
+
+    http_port, received = http_receiver
+    _conn(monkeypatch, "alert_wecom", conn_type="http", host="127.0.0.1", port=http_port, schema="http",
+          extra={"chat": "wecom", "endpoint": "send"})
+    monkeypatch.setenv(alerts.ENV_CONNECTIONS, "alert_wecom")
+    context = {"ti": SimpleNamespace(dag_id="customer_tiering", task_id="gate_staging", run_id="manual__x",
+                                     try_number=1), "ds": "2026-11-02", "run_id": "manual__x"}
+
+    alerts.gate_warnings({"gate": "staging", "passed": True, "warnings": []}, context)
+    assert received == []
+    alerts.gate_warnings({"gate": "staging", "passed": True,
+                          "warnings": ["orders with unknown channel: 3 rows", "phones not normalised: 12 rows"]}, context)
+    (_, body), = received
+    lines = body["text"]["content"].splitlines()
+    assert lines[0] == "[tierline] customer_tiering 2026-11-02: quality gate warning (gate_staging)"
+    assert lines[4] == "reason: orders with unknown channel: 3 rows; phones not normalised: 12 rows"
+    assert lines[5] == "counts: warnings 2"
+    assert lines[6].startswith("where to look: run folder ") and lines[6].find("2026-11-02/manual__x") > 0

@@ -164,11 +164,12 @@ def test_a_failed_run_sends_one_alert_naming_task_reason_and_run_folder(scenario
                      for day, texts in scenario["alerts"].items()}
     assert {day: len(t) for day, t in task_failures.items()} == {
         "day1": 0, "day1_again": 0, "day2": 0, "day1_after_day2": 0, "day3": 1}
-    lines = task_failures["day3"][0].splitlines()
-    assert lines[0] == "[tierline] customer_tiering 2026-11-03: task failed (gate_raw)"
-    assert "gates.max_quarantine_rate" in lines[4] and "rows_quarantined=30" in lines[4]
-    assert lines[5] == "counts: try 1, max_tries 2"
-    assert f"run folder {latest_run_dir(DAY3)}" in lines[6]
+    text = task_failures["day3"][0]
+    assert text.splitlines()[0] == "[tierline] customer_tiering 2026-11-03: task failed (gate_raw)"
+    assert "\nreason: AirflowFailException: gate 'raw' failed" in text
+    assert "gates.max_quarantine_rate" in text and "rows_quarantined=30" in text
+    assert "\ncounts: try 1, max_tries 2\n" in text
+    assert f"\nwhere to look: run folder {latest_run_dir(DAY3)}" in text
 
 
 def test_quarantine_holds_exactly_the_broken_rows_the_generator_injected(scenario):

@@ -240,10 +240,10 @@ def test_two_dates_publish_through_celery_and_trigger_crm_sync(topology):
     with warehouse.connect(url) as conn:
         assert sorted(publish.published_dates(conn, "analytics")) == [DAY1, DAY2]
 
-    # Tasks ran on the Celery workers (both took part), not in a test process.
+    # Tasks ran on the Celery workers, not in a test process.
     hosts = {t["hostname"] for day in (DAY1, DAY2)
              for t in api.get(f"/dags/customer_tiering/dagRuns/topology__{day}/taskInstances")["task_instances"]}
-    assert hosts <= set(WORKERS) and hosts, hosts
+    assert hosts and hosts <= set(WORKERS), hosts
 
     def crm_runs_done():
         runs = api.get("/dags/crm_sync/dagRuns")["dag_runs"]
@@ -257,7 +257,7 @@ def test_two_dates_publish_through_celery_and_trigger_crm_sync(topology):
     # The scheduler's own run for the latest scheduled date (unpausing with catchup off creates
     # it) has no extract folder: its preflight fails once, is not retried, and alerts.
     scheduled = [r for r in api.get("/dags/customer_tiering/dagRuns")["dag_runs"] if r["run_type"] == "scheduled"]
-    assert len(scheduled) == 1
+    assert scheduled  # one; two if the test spans midnight Asia/Shanghai
     run_id = scheduled[0]["dag_run_id"]
     assert wait_for(lambda: _run_state(api, "customer_tiering", run_id), 300, "the scheduled run", topo) == "failed"
     (only_try,) = api.tries("customer_tiering", run_id, "preflight")
