@@ -128,3 +128,4 @@ def test_every_run_keeps_its_own_record(history):
 def test_backfill_refuses_an_empty_range(history, capsys):
     assert cli.backfill(history["landing"], date(2022, 1, 1), date(2022, 12, 31)) == 2
     assert "no date folders between 2022-01-01 and 2022-12-31" in capsys.readouterr().err
+

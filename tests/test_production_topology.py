@@ -9,10 +9,12 @@ PostgreSQL (127.0.0.1:5432); the broker is the machine's Redis (127.0.0.1:6379) 
 key prefix and queue; the warehouse is a private database of the tests' server; the CRM is the
 Zoho emulator over real HTTP; alerts go to a local webhook receiver.
 
-Through the REST API the test unpauses the DAGs and triggers ``customer_tiering`` for two dates,
-asserts both published and that ``crm_sync`` ran from the Asset event; then it re-runs the
-second date, SIGKILLs the worker (its whole process tree, as when a host dies) while it runs a
-task, and asserts that the task is retried on the other worker and the publication is intact.
+Through the REST API the test unpauses the DAGs and runs ``customer_tiering`` for two dates of
+2019, years before the first deploy: the first as a triggered run, the second through Airflow's
+own backfill (``POST /backfills``). It asserts both published and that ``crm_sync`` ran from the
+Asset event; then it re-runs the second date, SIGKILLs the worker (its whole process tree, as
+when a host dies) while it runs a task, and asserts that the task is retried on the other worker
+and the publication is intact.
 Every process it starts is stopped by pid; every wait is bounded.
 """
 
@@ -24,7 +26,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import psutil
@@ -38,7 +40,7 @@ from tierline.assets import PUBLISHED_TABLES
 ROOT = Path(__file__).resolve().parents[1]
 METADATA_SERVER = os.environ.get("TIERLINE_TEST_METADATA_SERVER", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("TIERLINE_TEST_REDIS", "redis://127.0.0.1:6379/5")
-DAY1, DAY2 = date(2026, 11, 1), date(2026, 11, 2)
+DAY1, DAY2 = date(2019, 3, 1), date(2019, 3, 2)  # history: before the DAG used to start (2026)
 WORKERS = ("worker-a", "worker-b")
 KILLED_TASK = "dbt_staging"
 
@@ -225,24 +227,33 @@ def topology(server_url, tmp_path_factory):
         print(f"\nproduction topology test: {time.monotonic() - started:.0f} s in all")
 
 
-def test_two_dates_publish_through_celery_and_trigger_crm_sync(topology):
+def test_two_old_dates_publish_through_celery_and_trigger_crm_sync(topology):
     api, topo, url = topology["api"], topology["topology"], topology["url"]
     for dag_id in ("customer_tiering", "crm_sync"):
         assert api.call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})["is_paused"] is False
     conf = {"landing": str(topology["landing"])}
-    for day in (DAY1, DAY2):
-        created = api.call("POST", "/dags/customer_tiering/dagRuns", json={
-            "dag_run_id": f"topology__{day}", "logical_date": f"{day}T00:00:00Z", "conf": conf})
-        assert created["state"] == "queued"
-    states = {day: wait_for(lambda d=day: _run_state(api, "customer_tiering", f"topology__{d}"), 600,
-                            f"customer_tiering for {day}", topo) for day in (DAY1, DAY2)}
-    assert states == {DAY1: "success", DAY2: "success"}, topo.tail()
+    created = api.call("POST", "/dags/customer_tiering/dagRuns", json={
+        "dag_run_id": f"topology__{DAY1}", "logical_date": f"{DAY1}T00:00:00Z", "conf": conf})
+    assert created["state"] == "queued"
+    state = wait_for(lambda: _run_state(api, "customer_tiering", f"topology__{DAY1}"), 600, f"the run for {DAY1}", topo)
+    assert state == "success", topo.tail()
+    # Airflow's own backfill: one scheduled day, midnight Asia/Shanghai after DAY2 (UTC date DAY2)
+    api.call("POST", "/backfills", json={
+        "dag_id": "customer_tiering", "from_date": f"{DAY2}T00:00:00Z", "to_date": f"{DAY2 + timedelta(days=1)}T00:00:00Z",
+        "dag_run_conf": conf, "max_active_runs": 1})
+
+    def backfill_run():
+        runs = [r for r in api.get("/dags/customer_tiering/dagRuns")["dag_runs"] if r["run_type"] == "backfill"]
+        return runs if runs and all(r["state"] in ("success", "failed") for r in runs) else None
+
+    backfilled = wait_for(backfill_run, 600, f"the backfill of {DAY2}", topo)
+    assert [(r["logical_date"][:10], r["state"]) for r in backfilled] == [(str(DAY2), "success")], topo.tail()
     with warehouse.connect(url) as conn:
         assert sorted(publish.published_dates(conn, "analytics")) == [DAY1, DAY2]
 
     # Tasks ran on the Celery workers, not in a test process.
-    hosts = {t["hostname"] for day in (DAY1, DAY2)
-             for t in api.get(f"/dags/customer_tiering/dagRuns/topology__{day}/taskInstances")["task_instances"]}
+    hosts = {t["hostname"] for run_id in (f"topology__{DAY1}", backfilled[0]["dag_run_id"])
+             for t in api.get(f"/dags/customer_tiering/dagRuns/{run_id}/taskInstances")["task_instances"]}
     assert hosts and hosts <= set(WORKERS), hosts
 
     def crm_runs_done():
