@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export PYTHONPATH := $(CURDIR)/plugins
+export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)/devtools
 export GX_ANALYTICS_ENABLED := False
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
@@ -44,7 +44,7 @@ preflight: $(STAMP) ## check config, warehouse, landing and date folder in secon
 	$(BIN)/python -m tierline.cli preflight $(if $(LANDING),--landing "$(LANDING)") $(if $(AS_OF),--as-of "$(AS_OF)")
 
 lint: $(STAMP) ## ruff (with AIR3) and sqlfluff on the dbt models
-	$(BIN)/ruff check dags plugins tests bench
+	$(BIN)/ruff check dags plugins devtools tests bench
 	$(BIN)/python -m tierline.lint
 
 bench: $(STAMP) ## full refresh + incremental days at SCALE customers (default 100000) vs floor and peers, BTYD fit on 1M; bench/results/

@@ -2,7 +2,7 @@
 
 Run from the checkout root and read the JSON it prints:
 
-    PYTHONPATH=plugins .venv/bin/python bench/bench_crm.py [--records 100000] [--scenarios ...]
+    PYTHONPATH=plugins:devtools .venv/bin/python bench/bench_crm.py [--records 100000] [--scenarios ...]
 
 Scenarios:
 
@@ -24,18 +24,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import requests
 
 from tierline.crm import CrmRateLimited, ZohoCrmConnector
+from tierline_dev.crm_emulators.process import spawn
 
-PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 MODULE = "Accounts"
 ID_FIELD = "Tierline_Customer_Id"
 BATCH = 100
@@ -67,22 +64,13 @@ class TimedSleep:
 
 def start_emulator(per_minute: int | None, window: float, retry_after: bool) -> tuple[subprocess.Popen, dict]:
     """The emulator in its own process (its CLI), so it does not share the connector's GIL."""
-    command = [sys.executable, "-m", "tierline.crm.emulator", "--port", "0", "--log-level", "WARNING"]
+    options = []
     if per_minute is not None:
-        command += ["--rate-limit", str(per_minute), "--rate-window", str(window)]
+        options += ["--rate-limit", str(per_minute), "--rate-window", str(window)]
         if not retry_after:
-            command.append("--no-retry-after")
-    env = {**os.environ, "PYTHONPATH": str(PLUGINS)}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
-    lines: list[str] = []
-    while not lines or lines[-1] != "}":
-        line = process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"emulator exited with {process.wait()}")
-        lines.append(line.rstrip("\n"))
-    settings = json.loads("\n".join(lines))
-    settings.pop("started_at")
-    return process, settings
+            options.append("--no-retry-after")
+    process, settings = spawn("zoho", *options)
+    return process, {k: v for k, v in settings.items() if k not in ("provider", "env")}
 
 
 def run(name: str, records: int, per_minute: int | None, time_scale: float, retry_after: bool) -> dict:

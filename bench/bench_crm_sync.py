@@ -2,7 +2,7 @@
 
 Run from the checkout root and read the JSON it prints:
 
-    PYTHONPATH=plugins .venv/bin/python bench/bench_crm_sync.py [--customers 100000] [--change-share 0.01]
+    PYTHONPATH=plugins:devtools .venv/bin/python bench/bench_crm_sync.py [--customers 100000] [--change-share 0.01]
 
 Everything is real: the published tables in a fresh database on the project's warehouse (the
 embedded PostgreSQL unless TIERLINE_WAREHOUSE_URL is set), ``tierline.crm.sync.sync`` with the
@@ -32,9 +32,7 @@ import os
 import platform
 import subprocess
 import sys
-from dataclasses import asdict
 from datetime import date, timedelta
-from pathlib import Path
 
 import requests
 import yaml
@@ -43,32 +41,16 @@ from bench_crm import TimedSleep  # the script's folder is on sys.path when run 
 from tierline import warehouse
 from tierline.crm import ZohoCrmConnector, sync
 from tierline.crm import config as crm_config
+from tierline_dev.crm_emulators.process import spawn
 
-PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 AS_OF = date(2026, 11, 1)
 TABLES = ("customer_tier", "customer_lifecycle", "customer_value")
 
 
-def start_emulator(per_window: int, window: float) -> tuple[subprocess.Popen, dict]:
-    command = [sys.executable, "-m", "tierline.crm.emulator", "--port", "0", "--log-level", "WARNING",
-               "--rate-limit", str(per_window), "--rate-window", str(window)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(PLUGINS)})
-    lines: list[str] = []
-    while not lines or lines[-1] != "}":
-        line = process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"emulator exited with {process.wait()}")
-        lines.append(line.rstrip("\n"))
-    settings = json.loads("\n".join(lines))
-    settings.pop("started_at")
-    return process, settings
-
-
-def define_module(api_base: str, cfg: crm_config.Settings) -> None:
-    spec = crm_config.emulator_module(cfg)
-    body = {"fields": {name: asdict(field) for name, field in spec.fields.items()},
-            "system_duplicate_check": list(spec.system_duplicate_check)}
-    requests.put(f"{api_base}/__emulator/modules/{cfg.module}", json=body, timeout=30).raise_for_status()
+def start_emulator(per_window: int, window: float, cfg: crm_config.Settings) -> tuple[subprocess.Popen, dict]:
+    process, settings = spawn("zoho", "--rate-limit", str(per_window), "--rate-window", str(window),
+                              "--config", str(cfg.path))
+    return process, {k: v for k, v in settings.items() if k not in ("provider", "env")}
 
 
 def create_tables(url: str) -> None:
@@ -142,11 +124,10 @@ def main() -> None:
     url = warehouse.with_database(warehouse.url(), f"tierline_bench_crm_{os.getpid()}")
     warehouse.ensure_database(url)
     window = 60.0 / args.time_scale
-    process, settings = start_emulator(args.per_minute, window)
+    process, settings = start_emulator(args.per_minute, window, cfg)
     sleep = TimedSleep()
     results = []
     try:
-        define_module(settings["api_base"], cfg)
         create_tables(url)
         publish(url, args.customers, AS_OF)
         connector = ZohoCrmConnector(**settings, timeout=30.0, max_retries=8, backoff_base=1.0 / args.time_scale,

@@ -264,28 +264,6 @@ def crm_pull(landing: Path, extract_date: date | None) -> int:
     return 0
 
 
-def crm_emulator(port: int, rate_limit: int | None, rate_window: float) -> int:
-    """A local Zoho CRM emulator with the module crm.yml expects; prints the TIERLINE_CRM_* exports."""
-    from tierline.crm import config as crm_config
-    from tierline.crm.emulator import CrmEmulator
-
-    settings_ = crm_config.load()
-    emulator = CrmEmulator(port=port)
-    emulator.define_module(settings_.module, crm_config.emulator_module(settings_))
-    if rate_limit:
-        emulator.set_rate_limit(rate_limit, rate_window)
-    with emulator:
-        for arg, name in crm_config.ENV.items():
-            print(f"export {name}={shlex.quote(emulator.connector_kwargs()[arg])}", flush=True)
-        print("# CRM emulator running; Ctrl-C stops it", file=sys.stderr, flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
-    return 0
-
-
 def _add_crm_commands(sub) -> None:
     sync_p = sub.add_parser("crm-sync", help="push changed tiers to the CRM (docs/crm.md)")
     sync_p.add_argument("--dry-run", action="store_true", help="write the planned changes to a file, change nothing")
@@ -295,10 +273,6 @@ def _add_crm_commands(sub) -> None:
     pull_p = sub.add_parser("crm-pull", help="extract CRM modules into <landing>/<date>/ per EXTRACTS.md")
     pull_p.add_argument("--landing", required=True, type=Path)
     pull_p.add_argument("--date", type=date.fromisoformat, help="extract date folder (default: today)")
-    emu_p = sub.add_parser("crm-emulator", help="run a local Zoho CRM emulator set up for config/crm.yml")
-    emu_p.add_argument("--port", type=int, default=8710)
-    emu_p.add_argument("--rate-limit", type=int, help="requests allowed per --rate-window seconds")
-    emu_p.add_argument("--rate-window", type=float, default=60.0)
 
 
 def _run_crm_command(args) -> int | None:
@@ -308,40 +282,26 @@ def _run_crm_command(args) -> int | None:
         return crm_sync(retry=True, as_of=args.as_of)
     if args.command == "crm-pull":
         return crm_pull(args.landing, args.date)
-    if args.command == "crm-emulator":
-        return crm_emulator(args.port, args.rate_limit, args.rate_window)
     return None
 
 
 def demo_crm_sync() -> str:
-    """Push the published tiers to a local CRM emulator (real HTTP) and say what it now holds."""
-    from tierline.crm import config as crm_config
-    from tierline.crm import sync as crm_sync_module
-    from tierline.crm.emulator import CrmEmulator
+    """Push the published tiers to a local CRM emulator (real HTTP) and say what it now holds.
 
-    settings_ = crm_config.load()
+    The emulator is a development tool the pipeline does not import: it runs in its own process.
+    """
+    devtools = settings.PROJECT_ROOT / "devtools"
+    path = os.pathsep.join(p for p in (str(settings.PROJECT_ROOT / "plugins"), str(devtools),
+                                       os.environ.get("PYTHONPATH")) if p)
     store = settings.home() / "crm" / "emulator.sqlite"
-    store.parent.mkdir(parents=True, exist_ok=True)
-    with CrmEmulator(db_path=str(store)) as emulator:
-        emulator.define_module(settings_.module, crm_config.emulator_module(settings_))
-        saved = dict(os.environ)
-        os.environ.update({name: emulator.connector_kwargs()[arg] for arg, name in crm_config.ENV.items()})
-        try:
-            result = crm_sync_module.sync()
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-        records = emulator.records(settings_.module)
-        tier_field = next((f.crm_field for f in settings_.fields if f.column == "tier"), None)
-    mix: dict = {}
-    for record in records:
-        mix[record.get(tier_field)] = mix.get(record.get(tier_field), 0) + 1
-    print(f"\n== CRM sync (reverse ETL) to a local Zoho-style emulator: {result['status']} ==")
-    print(json.dumps({k: v for k, v in result.items() if k in ("status", "plan", "push", "reconcile")},
-                     ensure_ascii=False, default=str)[:600])
-    return (f"the emulator's store {store} holds {len(records):,} {settings_.module} records with tiers "
-            + ", ".join(f"{k} {v:,}" for k, v in sorted(mix.items(), key=lambda kv: -kv[1]))
-            + " (serve it: python -m tierline.crm.emulator --db <store>)")
+    done = subprocess.run([sys.executable, "-m", "tierline_dev.crm_emulators.demo", "--store", str(store)],
+                          env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(done.stdout + done.stderr, file=sys.stderr)
+        return f"the CRM step failed (exit {done.returncode}); see the output above"
+    *lines, summary = done.stdout.rstrip("\n").split("\n")
+    print("\n".join(lines))
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from tierline.crm import ZohoCrmConnector
-from tierline.crm.emulator import CrmEmulator
+from tierline_dev.crm_emulators.zoho import CrmEmulator
 
 from .support import FakeSleep
 

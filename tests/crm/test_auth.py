@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from tierline.crm import CrmAuthError, ZohoCrmConnector
-from tierline.crm.emulator import CrmEmulator
+from tierline_dev.crm_emulators.zoho import CrmEmulator
 
 from .support import MODULE, RecordingSession, load
 

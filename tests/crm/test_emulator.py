@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 import requests
 
 from tierline.crm import CrmRateLimited, ZohoCrmConnector
-from tierline.crm.emulator import CrmEmulator
-from tierline.settings import PROJECT_ROOT
+from tierline_dev.crm_emulators.process import spawn
+from tierline_dev.crm_emulators.zoho import CrmEmulator
 
 from .support import ID_FIELD, MODULE, customer, load
 
@@ -214,21 +210,12 @@ def test_sqlite_store_survives_a_restart(tmp_path):
 
 
 def test_cli_serves_on_the_requested_port():
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tierline.crm.emulator", "--port", "0", "--log-level", "WARNING"],
-        cwd=PROJECT_ROOT,
-        env={"PYTHONPATH": str(PROJECT_ROOT / "plugins")},
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    process, settings = spawn("zoho")
     try:
-        lines = []
-        while not lines or lines[-1] != "}":
-            lines.append(process.stdout.readline().rstrip("\n"))
-        settings = json.loads("\n".join(lines))
-        settings.pop("started_at")
-        with ZohoCrmConnector(**settings) as connector:
+        connection = {k: v for k, v in settings.items() if k not in ("provider", "env")}
+        with ZohoCrmConnector(**connection) as connector:
             assert connector.current_user()["full_name"] == "Tierline Integration"
+        assert settings["env"]["TIERLINE_CRM_API_BASE"] == settings["api_base"]
     finally:
         process.terminate()
         process.wait(timeout=5)

@@ -10,8 +10,8 @@ import pytest
 from tierline import land, load
 from tierline.crm import config as crm_config
 from tierline.crm import parse_crm_time, pull
-from tierline.crm.emulator import DEFAULT_MODULES, FieldSpec, ModuleSpec
 from tierline.errors import ConfigError
+from tierline_dev.crm_emulators.zoho import DEFAULT_MODULES, FieldSpec, ModuleSpec
 
 from .sync_support import ID_FIELD, MODULE, query
 

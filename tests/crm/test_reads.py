@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tierline.crm import parse_crm_time
-from tierline.crm.emulator import DEFAULT_PERSON
+from tierline_dev.crm_emulators.zoho import DEFAULT_PERSON
 
 from .support import ID_FIELD, MODULE, load
 

@@ -10,8 +10,9 @@ import pytest
 from tierline import cli, warehouse
 from tierline.crm import config as crm_config
 from tierline.crm import state, sync
-from tierline.crm.emulator import DEFAULT_PERSON, FieldSpec, ModuleSpec
 from tierline.errors import ConfigError
+from tierline_dev.crm_emulators.configured import zoho_module
+from tierline_dev.crm_emulators.zoho import DEFAULT_PERSON, FieldSpec, ModuleSpec
 
 from .sync_support import (
     AS_OF,
@@ -35,7 +36,7 @@ def cfg() -> crm_config.Settings:
 
 @pytest.fixture
 def crm(crm, cfg):
-    crm.define_module(MODULE, crm_config.emulator_module(cfg))
+    crm.define_module(MODULE, zoho_module(cfg))
     return crm
 
 
@@ -200,7 +201,7 @@ def test_a_crm_outage_stops_the_push_without_losing_anything(crm, wh, run):
 
 
 def test_records_the_crm_refuses_become_dead_letters(crm, wh, run, cfg):
-    spec = crm_config.emulator_module(cfg)
+    spec = zoho_module(cfg)
     # The CRM admins have not added "Potential" to the tier picklist yet.
     fields = {**spec.fields, "Tierline_Tier": FieldSpec("picklist", values=("Strategic", "VIP", "Key", "Regular"))}
     crm.define_module(MODULE, ModuleSpec(fields, spec.system_duplicate_check))
@@ -234,7 +235,7 @@ def test_a_whole_batch_rejection_is_split_until_the_bad_record_is_alone(crm, wh,
 
 def test_dead_letters_wait_for_a_retry_which_clears_them_on_success(crm, wh, run, cfg, monkeypatch, tmp_path,
                                                                     capsys):
-    spec = crm_config.emulator_module(cfg)
+    spec = zoho_module(cfg)
     narrow = {**spec.fields, "Tierline_Tier": FieldSpec("picklist", values=("Strategic", "VIP", "Key", "Regular"))}
     crm.define_module(MODULE, ModuleSpec(narrow, spec.system_duplicate_check))
     publish(wh, [customer(1), customer(2, tier="potential")])

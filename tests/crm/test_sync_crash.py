@@ -13,6 +13,7 @@ import pytest
 from tierline import settings
 from tierline.crm import ZohoCrmConnector, sync
 from tierline.crm import config as crm_config
+from tierline_dev.crm_emulators.configured import zoho_module
 
 from .support import FakeSleep
 from .sync_support import AS_OF, MODULE, create_published_tables, crm_by_id, customer, publish, query
@@ -45,7 +46,7 @@ def cfg():
 
 @pytest.fixture
 def crm(crm, cfg):
-    crm.define_module(MODULE, crm_config.emulator_module(cfg))
+    crm.define_module(MODULE, zoho_module(cfg))
     return crm
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tierline.crm import CrmBatchRejected, CrmBatchTooLarge
-from tierline.crm.emulator import FieldSpec, ModuleSpec
+from tierline_dev.crm_emulators.zoho import FieldSpec, ModuleSpec
 
 from .support import ID_FIELD, MODULE, customer, load
 

@@ -1,4 +1,4 @@
-"""Writing tiers back to the CRM: the connector interface, Zoho CRM, and a local Zoho emulator."""
+"""Writing tiers back to the CRM: the connector interface and Zoho CRM (emulators: devtools/tierline_dev)."""
 
 from tierline.crm.connector import (
     CrmAuthError,

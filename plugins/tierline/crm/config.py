@@ -368,20 +368,3 @@ def connector_from_env(settings_: Settings, **overrides: Any):
     kwargs.update(overrides)
     return ZohoCrmConnector(**kwargs)
 
-
-def emulator_module(settings_: Settings):
-    """The CRM module as the CRM admins would set it up for this configuration (for the emulator)."""
-    from tierline.crm.emulator import DEFAULT_MODULES, SYSTEM_FIELDS, FieldSpec, ModuleSpec
-
-    base = DEFAULT_MODULES.get(settings_.module) or ModuleSpec({})
-    fields = dict(base.fields)
-    fields[settings_.external_id_field] = FieldSpec(max_length=64, unique=True)
-    for mapping in settings_.fields:
-        values = tuple(dict.fromkeys(mapping.value_map.values())) if mapping.type == "picklist" else ()
-        fields[mapping.crm_field] = FieldSpec(mapping.type, max_length=mapping.max_length, values=values)
-    for pull in settings_.pulls:
-        if pull.module == settings_.module:
-            for name in pull.crm_fields:
-                if name not in SYSTEM_FIELDS:
-                    fields.setdefault(name, FieldSpec())
-    return ModuleSpec(fields, base.system_duplicate_check)
