@@ -9,6 +9,7 @@ export GX_ANALYTICS_ENABLED := False
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
 CUSTOMERS ?= 5000
+CRM ?= zoho
 DAYS ?= 3
 SCALE ?= 100000
 
@@ -26,8 +27,8 @@ $(STAMP): requirements.txt
 
 venv: $(STAMP) ## create .venv from the pinned requirements.txt
 
-demo: $(STAMP) ## generate sample extracts, run the whole DAG for each date, print where results are
-	$(BIN)/python -m tierline.cli demo --customers $(CUSTOMERS) --days $(DAYS)
+demo: $(STAMP) ## generate sample extracts, run the whole DAG for each date, print where results are (CRM=fxiaoke: sync to the 纷享销客 emulator)
+	$(BIN)/python -m tierline.cli demo --customers $(CUSTOMERS) --days $(DAYS) --crm $(CRM)
 
 test: $(STAMP) ## run the whole test suite (real PostgreSQL, dbt, GX, Airflow)
 	$(BIN)/pytest -q

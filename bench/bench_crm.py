@@ -115,7 +115,7 @@ def run(name: str, records: int, per_minute: int | None, time_scale: float, retr
         "failed_records": failed,
         "seconds": round(elapsed, 2),
         "records_per_second": round(rate, 1),
-        "upsert_calls": counters["write_calls"],
+        "write_calls": counters["write_calls"],
         "responses": counters["statuses"],
         "connector_sleeps": sleep.count,
         "connector_sleep_seconds": round(sleep.total, 2),

@@ -82,10 +82,24 @@ def publish(url: str, customers: int, as_of: date, changed_every: int | None = N
                        1 + (n * 104729) %% 8], ((n * 37) %% 1000) / 1000.0
             from generate_series(1::bigint, %(n)s) as n""", {"d": as_of, "n": customers})
         conn.execute("""
-            insert into analytics.customer_value (customer_id, as_of_date, predicted_clv, account_manager_id)
+            insert into analytics.customer_value (customer_id, as_of_date, predicted_clv, account_manager_id,
+                                                  crm_record_id)
             select 'C' || lpad(n::text, 7, '0'), %(d)s, round(((n * 7.77) %% 90000)::numeric, 2),
-                   'M' || lpad(((n * 17) %% 200)::text, 3, '0')
+                   'M' || lpad(((n * 17) %% 200)::text, 3, '0'), '5725767' || lpad(n::text, 12, '0')
             from generate_series(1::bigint, %(n)s) as n""", {"d": as_of, "n": customers})
+
+
+def crm_record_id(n: int) -> str:
+    return f"5725767{n:012d}"  # as publish() writes it
+
+
+def seed_accounts(api_base: str, cfg: crm_config.Settings, customers: int) -> None:
+    """The CRM holds every customer's account already (the customers came from it): update mode finds them."""
+    for first in range(1, customers + 1, 5000):
+        records = [{"id": crm_record_id(n), "Account_Name": f"Customer {n}"}
+                   for n in range(first, min(first + 5000, customers + 1))]
+        requests.post(f"{api_base}/__emulator/seed", json={"module": cfg.module, "records": records},
+                      timeout=120).raise_for_status()
 
 
 def measure(name: str, records: int, result: dict, counters: dict, time_scale: float, sleep: TimedSleep) -> dict:
@@ -103,7 +117,7 @@ def measure(name: str, records: int, result: dict, counters: dict, time_scale: f
         "estimated_real_seconds": round(real, 1),
         "records_per_second_real_estimate": round(records / real, 1) if records else None,
         "crm_calls": result["crm_calls"],
-        "upsert_calls": counters["write_calls"],
+        "write_calls": counters["write_calls"],
         "records_written": counters["records_written"],
         "responses": counters["statuses"],
         "reconciled_records": result["reconcile"]["checked"],
@@ -129,6 +143,7 @@ def main() -> None:
     results = []
     try:
         create_tables(url)
+        seed_accounts(settings["api_base"], cfg, args.customers)
         publish(url, args.customers, AS_OF)
         connector = ZohoCrmConnector(**settings, timeout=30.0, max_retries=8, backoff_base=1.0 / args.time_scale,
                                      backoff_max=60.0 / args.time_scale, sleep=sleep)
@@ -142,7 +157,7 @@ def main() -> None:
             results.append(measure(name, records, result, counters, args.time_scale, sleep))
             print(json.dumps(results[-1]), file=sys.stderr, flush=True)
 
-        run("first_sync", args.customers)
+        run("first_sync_updates_every_account", args.customers)
         every = round(1 / args.change_share)
         publish(url, args.customers, AS_OF + timedelta(days=1), changed_every=every)
         with warehouse.connect(url) as conn:

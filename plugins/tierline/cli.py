@@ -194,7 +194,7 @@ def backfill(landing: Path, start: date, end: date, *, force: bool = False) -> i
     return 0
 
 
-def demo(customers: int, days: int, seed: int) -> int:
+def demo(customers: int, days: int, seed: int, crm: str = "zoho") -> int:
     from tierline import generate
 
     landing = settings.home() / "demo" / "landing"
@@ -210,7 +210,7 @@ def demo(customers: int, days: int, seed: int) -> int:
         code = run(landing, as_of)
         if code != 0:
             return code
-    crm_line = demo_crm_sync()
+    crm_line = demo_crm_sync(landing, crm)
     url = warehouse.redacted(warehouse.url())
     print(f"""
 Where the results are
@@ -285,16 +285,19 @@ def _run_crm_command(args) -> int | None:
     return None
 
 
-def demo_crm_sync() -> str:
+def demo_crm_sync(landing: Path, provider: str) -> str:
     """Push the published tiers to a local CRM emulator (real HTTP) and say what it now holds.
 
     The emulator is a development tool the pipeline does not import: it runs in its own process.
+    ``provider`` picks it (``CRM=fxiaoke make demo``) and the shipped configuration for it.
     """
     devtools = settings.PROJECT_ROOT / "devtools"
     path = os.pathsep.join(p for p in (str(settings.PROJECT_ROOT / "plugins"), str(devtools),
                                        os.environ.get("PYTHONPATH")) if p)
-    store = settings.home() / "crm" / "emulator.sqlite"
-    done = subprocess.run([sys.executable, "-m", "tierline_dev.crm_emulators.demo", "--store", str(store)],
+    config = settings.PROJECT_ROOT / "config" / ("crm.yml" if provider == "zoho" else f"crm.{provider}.yml")
+    store = settings.home() / "crm" / f"{provider}.sqlite"
+    done = subprocess.run([sys.executable, "-m", "tierline_dev.crm_emulators.demo", "--store", str(store),
+                           "--landing", str(landing), "--config", str(config)],
                           env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True)
     if done.returncode != 0:
         print(done.stdout + done.stderr, file=sys.stderr)
@@ -319,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     demo_p.add_argument("--customers", type=int, default=5000)
     demo_p.add_argument("--days", type=int, default=3)
     demo_p.add_argument("--seed", type=int, default=7)
+    demo_p.add_argument("--crm", choices=["zoho", "fxiaoke"], default="zoho", help="the CRM emulator the demo syncs to")
     pre_p = sub.add_parser("preflight", help="check config, warehouse, landing and date folder (seconds)")
     pre_p.add_argument("--landing", type=Path)
     pre_p.add_argument("--as-of", type=date.fromisoformat)
@@ -336,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "preflight":
         return 0 if preflight(args.landing, args.as_of) else 2
     if args.command == "demo":
-        return demo(args.customers, args.days, args.seed)
+        return demo(args.customers, args.days, args.seed, args.crm)
     if args.command == "airflow-env":
         for key, value in airflow_environ().items():
             print(f"export {key}={shlex.quote(value)}")

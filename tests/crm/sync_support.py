@@ -37,6 +37,7 @@ def customer(number: int, **values) -> dict:
         "predicted_clv": 1520.49,
         "account_manager_id": "M01",
         "tier_spec_version": "2026.11.1",
+        "crm_record_id": f"5725767{number:012d}",  # the CRM's own id of the account the customer came from
         **values,
     }
 
@@ -56,15 +57,23 @@ def publish(url: str, rows: list[dict], as_of: date = AS_OF) -> None:
                 "insert into analytics.customer_lifecycle (customer_id, as_of_date, lifecycle_stage, churn_risk) "
                 "values (%s, %s, %s, %s)", (r["customer_id"], as_of, r["lifecycle_stage"], r["churn_risk"]))
             conn.execute(
-                "insert into analytics.customer_value (customer_id, as_of_date, predicted_clv, account_manager_id) "
-                "values (%s, %s, %s, %s)", (r["customer_id"], as_of, r["predicted_clv"], r["account_manager_id"]))
+                "insert into analytics.customer_value (customer_id, as_of_date, predicted_clv, account_manager_id, "
+                "crm_record_id) values (%s, %s, %s, %s, %s)",
+                (r["customer_id"], as_of, r["predicted_clv"], r["account_manager_id"], r.get("crm_record_id")))
 
 
-def settings_with(tmp_path: Path, fields: dict | None = None, **top) -> crm_config.Settings:
-    """config/crm.yml with some push fields changed (merged per field) or top-level keys replaced."""
-    data = yaml.safe_load(crm_config.config_path().read_text(encoding="utf-8"))
+UPSERT = {"mode": "upsert", "match": {"crm_field": ID_FIELD, "column": "customer_id"},
+          "create_fields": {"Account_Name": "Tierline customer {customer_id}"}}
+
+
+def settings_with(tmp_path: Path, fields: dict | None = None, push: dict | None = None, base: Path | None = None,
+                  **top) -> crm_config.Settings:
+    """config/crm.yml (or ``base``) with some push fields changed (merged per field), push keys or top-level
+    keys replaced."""
+    data = yaml.safe_load((base or crm_config.config_path()).read_text(encoding="utf-8"))
     for name, changes in (fields or {}).items():
         data["push"]["fields"][name] = {**data["push"]["fields"].get(name, {}), **changes}
+    data["push"].update(push or {})
     data.update(top)
     path = tmp_path / "crm.yml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")

@@ -18,6 +18,7 @@ from .sync_support import (
     AS_OF,
     ID_FIELD,
     MODULE,
+    UPSERT,
     create_published_tables,
     crm_by_id,
     customer,
@@ -30,8 +31,9 @@ NEXT_DAY = AS_OF + timedelta(days=1)
 
 
 @pytest.fixture
-def cfg() -> crm_config.Settings:
-    return crm_config.load()
+def cfg(tmp_path) -> crm_config.Settings:
+    """Upsert mode, matched on Tierline_Customer_Id: these tests are about writing, so they let it create."""
+    return settings_with(tmp_path, push=UPSERT)
 
 
 @pytest.fixture
@@ -230,7 +232,7 @@ def test_a_whole_batch_rejection_is_split_until_the_bad_record_is_alone(crm, wh,
         ("C00006", "INVALID_DATA", ID_FIELD)]
     # 10 refused -> 5 clean + 5 refused -> 2 refused + 3 clean -> 1 refused (the bad one) + 1 clean
     assert result["push"]["split_batches"] == 3
-    assert crm.counters()["write_calls"] == result["push"]["upsert_calls"] == 7
+    assert crm.counters()["write_calls"] == result["push"]["write_calls"] == 7
 
 
 def test_dead_letters_wait_for_a_retry_which_clears_them_on_success(crm, wh, run, cfg, monkeypatch, tmp_path,
@@ -247,8 +249,8 @@ def test_dead_letters_wait_for_a_retry_which_clears_them_on_success(crm, wh, run
     assert unchanged["plan"]["held_by_dead_letters"] == 1 and crm.counters()["write_calls"] == 0
     # The admins add the missing picklist value; the operator replays the dead letters.
     crm.define_module(MODULE, spec)
-    for arg, name in crm_config.ENV.items():
-        monkeypatch.setenv(name, crm.connector_kwargs()[arg])
+    for name, value in {**crm.env(), crm_config.ENV_CONFIG: str(cfg.path)}.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("TIERLINE_HOME", str(tmp_path))
 
     assert cli.main(["crm-retry"]) == 0
@@ -270,7 +272,7 @@ def test_an_unmapped_code_is_a_dead_letter_without_a_crm_call(crm, wh, run):
         ("C00002", "UNMAPPED_VALUE", "Tierline_Tier")]
 
 
-def test_dry_run_writes_the_planned_changes_and_changes_nothing(crm, wh, run, monkeypatch, tmp_path, capsys):
+def test_dry_run_writes_the_planned_changes_and_changes_nothing(crm, wh, run, cfg, monkeypatch, tmp_path, capsys):
     rows = [customer(n) for n in range(1, 4)]
     publish(wh, rows)
     run()
@@ -280,8 +282,8 @@ def test_dry_run_writes_the_planned_changes_and_changes_nothing(crm, wh, run, mo
     tables = ("record_state", "outbox", "dead_letters", "conflicts", "reconciliation", "runs", "sync_watermarks")
     before = {t: query(wh, f"select * from crm_sync.{t} order by 1") for t in tables}
     crm.reset_counters()
-    for arg, name in crm_config.ENV.items():
-        monkeypatch.setenv(name, crm.connector_kwargs()[arg])
+    for name, value in {**crm.env(), crm_config.ENV_CONFIG: str(cfg.path)}.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("TIERLINE_HOME", str(tmp_path))
 
     assert cli.main(["crm-sync", "--dry-run"]) == 0
@@ -369,7 +371,7 @@ def test_a_released_conflict_lets_the_next_sync_overwrite(crm, wh, run):
 
 
 def test_an_unprotected_field_is_overwritten_without_a_conflict(crm, wh, connector, tmp_path):
-    cfg = settings_with(tmp_path, {"Tierline_Next_Action": {"protect_human_edits": False}})
+    cfg = settings_with(tmp_path, {"Tierline_Next_Action": {"protect_human_edits": False}}, push=UPSERT)
     publish(wh, [customer(1, lifecycle_stage="new")])
     sync.sync(warehouse_url=wh, connector=connector, cfg=cfg)
     crm.person_edits(MODULE, "C00001", {"Tierline_Next_Action": "called on Monday"})
@@ -454,10 +456,33 @@ def test_config_errors_name_the_key_and_what_is_allowed(tmp_path):
     assert "push.fields.Tierline_Lifecycle_Stage.value_map: a picklist field needs a value_map" in message
 
 
+def test_sync_mode_errors_name_the_key(tmp_path):
+    with pytest.raises(ConfigError) as raised:
+        settings_with(tmp_path, push={"mode": "upsert", "create_fields": {"Industry": "x"}})
+    message = str(raised.value)
+    assert "push.match.crm_field: upsert mode creates records, so it matches on a unique field" in message
+    assert "push.create_fields: upsert mode creates Accounts records, which zoho requires Account_Name for" in message
+
+    with pytest.raises(ConfigError, match="push.create_fields: only used when push.mode is upsert"):
+        settings_with(tmp_path, push={"create_fields": {"Account_Name": "{customer_id}"}})
+    with pytest.raises(ConfigError, match="push.mode"):
+        settings_with(tmp_path, push={"mode": "insert"})
+    with pytest.raises(ConfigError, match="push.match.column: unknown column 'crm_id'"):
+        settings_with(tmp_path, push={"match": {"crm_field": "id", "column": "crm_id"}})
+
+
+def test_state_of_one_provider_is_not_used_for_another(wh, cfg, connector, crm):
+    publish(wh, [customer(1)])
+    sync.sync(warehouse_url=wh, connector=connector, cfg=cfg)
+    with warehouse.connect(wh, autocommit=True) as conn:
+        with pytest.raises(ConfigError, match="holds the sync state of a zoho CRM .* now names fxiaoke"):
+            state.ensure(conn, "fxiaoke")
+
+
 def test_a_second_sync_of_the_module_waits_its_turn(crm, wh, connector, cfg):
     publish(wh, [customer(1)])
     with warehouse.connect(wh, autocommit=True) as other:
-        state.ensure(other)
+        state.ensure(other, "zoho")
         with state.run_lock(other, MODULE), pytest.raises(state.Busy):
             sync.sync(warehouse_url=wh, connector=connector, cfg=cfg)
 

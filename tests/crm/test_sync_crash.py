@@ -16,7 +16,17 @@ from tierline.crm import config as crm_config
 from tierline_dev.crm_emulators.configured import zoho_module
 
 from .support import FakeSleep
-from .sync_support import AS_OF, MODULE, create_published_tables, crm_by_id, customer, publish, query
+from .sync_support import (
+    AS_OF,
+    MODULE,
+    UPSERT,
+    create_published_tables,
+    crm_by_id,
+    customer,
+    publish,
+    query,
+    settings_with,
+)
 
 
 class Killed(BaseException):
@@ -32,7 +42,12 @@ class DiesAfterUpserts(ZohoCrmConnector):
         self.upserts = 0
 
     def upsert(self, module, records, duplicate_check_field):
-        results = super().upsert(module, records, duplicate_check_field)
+        return self._dies_after(super().upsert(module, records, duplicate_check_field))
+
+    def update(self, module, records):
+        return self._dies_after(super().update(module, records))
+
+    def _dies_after(self, results):
         self.upserts += 1
         if self.upserts == self.limit:
             raise Killed
@@ -40,8 +55,8 @@ class DiesAfterUpserts(ZohoCrmConnector):
 
 
 @pytest.fixture
-def cfg():
-    return crm_config.load()
+def cfg(tmp_path):
+    return settings_with(tmp_path, push=UPSERT)
 
 
 @pytest.fixture
@@ -69,7 +84,7 @@ def test_a_sync_process_killed_mid_push_converges_on_rerun(crm, wh, connector, c
     publish(wh, rows)
     crm.delay_next(0.05, count=1000, match="upsert")
     env = {**os.environ, "PYTHONPATH": str(settings.PROJECT_ROOT / "plugins"), "TIERLINE_HOME": str(tmp_path)}
-    env.update({name: crm.connector_kwargs()[arg] for arg, name in crm_config.ENV.items()})
+    env.update({**crm.env(), crm_config.ENV_CONFIG: str(cfg.path)})
     process = subprocess.Popen([sys.executable, "-m", "tierline.cli", "crm-sync"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

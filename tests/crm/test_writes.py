@@ -27,7 +27,7 @@ def test_results_follow_the_order_of_the_records_sent(connector):
 
     results = connector.upsert(MODULE, [customer(5), customer(1), customer(6)], ID_FIELD)
 
-    assert [r.external_id for r in results] == ["C00005", "C00001", "C00006"]
+    assert [r.key for r in results] == ["C00005", "C00001", "C00006"]
     assert [r.action for r in results] == ["insert", "update", "insert"]
 
 
@@ -63,7 +63,7 @@ def test_partial_batch_failure_returns_per_record_errors(crm, connector):
     results = connector.upsert(MODULE, batch, ID_FIELD)
 
     assert [r.ok for r in results] == [True, False, True, False, False]
-    failed = {r.external_id: (r.code, r.field) for r in results if not r.ok}
+    failed = {r.key: (r.code, r.field) for r in results if not r.ok}
     assert failed == {
         "C00001": ("INVALID_DATA", "Tierline_Tier"),
         "C00003": ("INVALID_DATA", "Tierline_Customer_Value"),
@@ -172,3 +172,17 @@ def test_a_one_off_batch_rejection_is_not_retried_by_the_connector(crm, connecto
     assert sleeps.waits == []
 
     assert all(r.ok for r in connector.upsert(MODULE, batch, ID_FIELD))
+
+
+def test_update_writes_existing_records_by_id_and_never_creates(crm, connector):
+    created = load(connector, 2)
+    unknown = "5725767999999999999"
+
+    results = connector.update(MODULE, [{"id": created[0].crm_id, "Tierline_Tier": "VIP"},
+                                        {"id": unknown, "Tierline_Tier": "VIP"}])
+
+    assert [(r.key, r.ok, r.action) for r in results] == [(created[0].crm_id, True, "update"), (unknown, False, None)]
+    assert (results[1].code, results[1].field) == ("INVALID_DATA", "id")
+    assert len(crm.records(MODULE)) == 2
+    assert crm.record(MODULE, "C00000")["Tierline_Tier"] == "VIP"
+    assert crm.counters()["calls"][f"PUT /crm/v8/{MODULE}"] == 1

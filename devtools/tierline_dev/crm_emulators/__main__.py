@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         emulator.set_credit_limit(args.credit_limit)
     emulator.start()
     kwargs = emulator.connector_kwargs()
-    env = {name: kwargs[arg] for arg, name in crm_config.ENV.items()}
-    print(json.dumps({"provider": args.provider, **kwargs, "env": env}), flush=True)
+    print(json.dumps({"provider": args.provider, **kwargs, "env": emulator.env()}), flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

@@ -315,6 +315,19 @@ class CrmEmulatorBase:
     def api_base(self) -> str:
         return f"http://{self._host}:{self._port}"
 
+    provider = ""
+
+    def connector_kwargs(self) -> dict[str, str]:
+        """The connection settings of this provider's connector for this emulator."""
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        """The ``TIERLINE_CRM_*`` variables that point ``tierline.crm`` at this emulator."""
+        from tierline.crm.config import ENV
+
+        kwargs = self.connector_kwargs()
+        return {name: kwargs[arg] for arg, name in ENV[self.provider].items()}
+
     # -- control API (also reachable over HTTP under /__emulator/) --------------------------------
 
     def define_module(self, name: str, spec: ModuleSpec) -> None:

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from tierline.crm.config import Settings
-from tierline_dev.crm_emulators.zoho import DEFAULT_MODULES, SYSTEM_FIELDS, FieldSpec, ModuleSpec
+import csv
+from pathlib import Path
+from typing import Any
+
+from tierline import contract, load
+from tierline.crm.config import RECORD_ID, Settings
+from tierline_dev.crm_emulators.base import CrmEmulatorBase
+from tierline_dev.crm_emulators.zoho import DEFAULT_MODULES, SYSTEM_FIELDS, CrmEmulator, FieldSpec, ModuleSpec
 
 
 def zoho_module(settings: Settings) -> ModuleSpec:
     """The CRM module with the fields the configuration maps (picklists with its labels)."""
     base = DEFAULT_MODULES.get(settings.module) or ModuleSpec({})
     fields = dict(base.fields)
-    fields[settings.external_id_field] = FieldSpec(max_length=64, unique=True)
+    if settings.match_field != RECORD_ID:
+        # Zoho upserts only on a unique field; update mode may match on any (an e-mail, a phone).
+        fields[settings.match_field] = FieldSpec(max_length=64, unique=settings.mode == "upsert")
     for mapping in settings.fields:
         values = tuple(dict.fromkeys(mapping.value_map.values())) if mapping.type == "picklist" else ()
         fields[mapping.crm_field] = FieldSpec(mapping.type, max_length=mapping.max_length, values=values)
@@ -20,3 +28,49 @@ def zoho_module(settings: Settings) -> ModuleSpec:
                 if name not in SYSTEM_FIELDS:
                     fields.setdefault(name, FieldSpec())
     return ModuleSpec(fields, base.system_duplicate_check)
+
+
+def module_for(settings: Settings) -> ModuleSpec:
+    return zoho_module(settings)
+
+
+def emulator_for(settings: Settings, **options: Any) -> CrmEmulatorBase:
+    """An emulator of ``settings.provider`` (not started) whose module has the configured fields."""
+    emulator = CrmEmulator(**options)
+    emulator.define_module(settings.module, module_for(settings))
+    return emulator
+
+
+def name_field(settings: Settings) -> str:
+    """The field holding an account's name (what seeded records are called by)."""
+    return {"Accounts": "Account_Name", "Contacts": "Last_Name"}.get(settings.module, "Account_Name")
+
+
+def accounts_from_extract(settings: Settings, landing: Path) -> list[dict[str, Any]]:
+    """The accounts the CRM held when it exported ``<landing>/<date>/crm_customers.csv``: one per
+    ``crm_record_id`` (its latest row), with the fields the pull maps back to the extract's columns."""
+    pull = next((p for p in settings.pulls if p.file == "crm_customers.csv"), None)
+    columns = {} if pull is None else {name: c for name, c in pull.columns.items()
+                                       if c.field and c.field not in SYSTEM_FIELDS and "." not in c.field}
+    entity = contract.BY_FILE["crm_customers.csv"]
+    accounts: dict[str, dict[str, Any]] = {}
+    for path in sorted(Path(landing).glob("*/crm_customers.csv")):
+        shape = load.inspect_file(path, entity)
+        with path.open(encoding=shape.encoding, newline="") as handle:
+            reader = csv.reader(handle)
+            next(reader)
+            for fields in reader:
+                if len(fields) != len(shape.header):
+                    continue  # a broken row the loader quarantines
+                row = {name: fields[position - 1].strip() for name, position in shape.positions.items()}
+                if not row.get("crm_record_id") or not row.get("customer_id"):
+                    continue
+                account = {"id": row["crm_record_id"]}
+                for name, column in columns.items():
+                    value = row.get(name) or None
+                    if value is not None and column.value_map:
+                        value = next((label for label, code in column.value_map.items() if code == value.lower()), None)
+                    if value is not None:
+                        account[column.field] = value
+                accounts[row["crm_record_id"]] = account
+    return list(accounts.values())

@@ -133,6 +133,7 @@ class CrmEmulator(CrmEmulatorBase):
     """Zoho CRM v8: ``with CrmEmulator() as crm:``, then ``ZohoCrmConnector(**crm.connector_kwargs())``."""
 
     server_version = "ZohoCRMEmulator/1.0"
+    provider = "zoho"
     default_person = DEFAULT_PERSON
 
     def __init__(

@@ -28,26 +28,46 @@ from tierline import contract, settings
 from tierline.errors import ConfigError
 
 ENV_CONFIG = "TIERLINE_CRM_CONFIG"
-# ZohoCrmConnector argument -> environment variable.
+# Per provider: connector argument -> environment variable.
 ENV = {
-    "api_base": "TIERLINE_CRM_API_BASE",
-    "accounts_base": "TIERLINE_CRM_ACCOUNTS_BASE",
-    "client_id": "TIERLINE_CRM_CLIENT_ID",
-    "client_secret": "TIERLINE_CRM_CLIENT_SECRET",
-    "refresh_token": "TIERLINE_CRM_REFRESH_TOKEN",
+    "zoho": {
+        "api_base": "TIERLINE_CRM_API_BASE",
+        "accounts_base": "TIERLINE_CRM_ACCOUNTS_BASE",
+        "client_id": "TIERLINE_CRM_CLIENT_ID",
+        "client_secret": "TIERLINE_CRM_CLIENT_SECRET",
+        "refresh_token": "TIERLINE_CRM_REFRESH_TOKEN",
+    },
+    "fxiaoke": {
+        "api_base": "TIERLINE_CRM_API_BASE",
+        "app_id": "TIERLINE_CRM_APP_ID",
+        "app_secret": "TIERLINE_CRM_APP_SECRET",
+        "permanent_code": "TIERLINE_CRM_PERMANENT_CODE",
+        "open_user_id": "TIERLINE_CRM_OPEN_USER_ID",
+    },
 }
+# Fields each CRM requires when a record is created (push.create_fields must set them in upsert mode).
+CREATE_REQUIRED = {
+    "zoho": {"Accounts": ("Account_Name",), "Contacts": ("Last_Name",), "Leads": ("Last_Name",)},
+    "fxiaoke": {"AccountObj": ("name",)},
+}
+RECORD_ID = "id"  # push.match.crm_field naming the CRM's own record id
 # The published tables a pushed field may come from, in the order a column name is looked up.
 SOURCE_TABLES = ("customer_tier", "customer_lifecycle", "customer_value")
 DERIVED_COLUMNS = ("next_action",)
 NAMED_VALUE_MAPS = ("tier_spec.label_en", "tier_spec.label_zh", "lifecycle_stages.label_en",
                     "lifecycle_stages.label_zh")
-CRM_FIELD = r"^[A-Za-z][A-Za-z0-9_]*$"
+CRM_FIELD = r"^[A-Za-z_][A-Za-z0-9_]*$"
 MARTS_YML = settings.DBT_PROJECT_DIR / "models" / "marts" / "_marts.yml"
 LIFECYCLE_SEED = settings.DBT_PROJECT_DIR / "seeds" / "lifecycle_stages.csv"
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RateLimit(_Strict):
+    requests: int = Field(gt=0)
+    window_seconds: float = Field(gt=0)
 
 
 class Connection(_Strict):
@@ -57,6 +77,9 @@ class Connection(_Strict):
     backoff_max_seconds: float = Field(60, gt=0)
     credit_budget_per_run: int | None = Field(None, gt=0)
     trigger: list[Literal["workflow", "approval", "blueprint"]] = []
+    # Calls the connector allows itself per interface and window (纷享销客 documents 100 per 20 s);
+    # null = the provider's documented limit (none for Zoho, which meters credits per day).
+    rate_limit: RateLimit | None = None
 
 
 class PushField(_Strict):
@@ -81,7 +104,14 @@ class NextAction(_Strict):
     default: str | None = None
 
 
+class Match(_Strict):
+    crm_field: str = Field(RECORD_ID, pattern=CRM_FIELD)
+    column: str = "crm_record_id"
+
+
 class Push(_Strict):
+    mode: Literal["update", "upsert"] = "update"
+    match: Match = Match()
     batch_size: int = Field(100, ge=1, le=100)
     create_fields: dict[str, str] = {}
     fields: dict[str, PushField] = Field(min_length=1)
@@ -105,8 +135,8 @@ class Pull(_Strict):
 
 
 class CrmConfig(_Strict):
+    provider: Literal["zoho", "fxiaoke"] = "zoho"
     module: str = Field("Accounts", pattern=CRM_FIELD)
-    external_id_field: str = Field("Tierline_Customer_Id", pattern=CRM_FIELD)
     integration_user_id: str | None = None
     connection: Connection = Connection()
     push: Push
@@ -183,12 +213,26 @@ class Settings:
     pulls: tuple[PullMapping, ...]
 
     @property
+    def provider(self) -> str:
+        return self.raw.provider
+
+    @property
     def module(self) -> str:
         return self.raw.module
 
     @property
-    def external_id_field(self) -> str:
-        return self.raw.external_id_field
+    def mode(self) -> str:
+        return self.raw.push.mode
+
+    @property
+    def match_field(self) -> str:
+        """The CRM field a customer's record is found by: ``id`` (the CRM's record id) or a field."""
+        return self.raw.push.match.crm_field
+
+    @property
+    def match_column(self) -> str:
+        """The published column (or ``customer_id``) whose value the match field holds."""
+        return self.raw.push.match.column
 
     @property
     def crm_fields(self) -> list[str]:
@@ -289,6 +333,7 @@ def _source_columns(raw: CrmConfig, problems: list[str]) -> dict[str, str]:
             continue
         wanted.update({column: f"push.create_fields.{name}" for column in names})
     wanted.update({"tier": "push.next_action", "lifecycle_stage": "push.next_action", "churn_risk": "push.next_action"})
+    wanted[raw.push.match.column] = "push.match.column"
     resolved = {}
     for column, key in wanted.items():
         if column in DERIVED_COLUMNS or column == "customer_id":
@@ -304,11 +349,26 @@ def _source_columns(raw: CrmConfig, problems: list[str]) -> dict[str, str]:
 
 
 def _check_push(raw: CrmConfig, tierline, source_columns: dict[str, str], problems: list[str]) -> None:
-    if raw.external_id_field in raw.push.fields or raw.external_id_field in raw.push.create_fields:
-        problems.append(f"push.fields: {raw.external_id_field} is the external id field; the sync sets it")
-    overlap = sorted(set(raw.push.fields) & set(raw.push.create_fields))
+    push, match = raw.push, raw.push.match
+    if match.crm_field in push.fields or match.crm_field in push.create_fields:
+        problems.append(f"push.fields: {match.crm_field} is the match field (push.match.crm_field); the sync "
+                        "never writes it on an existing record")
+    overlap = sorted(set(push.fields) & set(push.create_fields))
     if overlap:
         problems.append(f"push.create_fields: {', '.join(overlap)} also in push.fields")
+    if push.mode == "update" and push.create_fields:
+        problems.append("push.create_fields: only used when push.mode is upsert (update mode never creates); "
+                        "remove them or set push.mode: upsert")
+    if push.mode == "upsert":
+        if match.crm_field == RECORD_ID:
+            problems.append("push.match.crm_field: upsert mode creates records, so it matches on a unique field "
+                            "the sync can set (e.g. Tierline_Customer_Id with column customer_id), not on "
+                            f"the CRM's own {RECORD_ID}")
+        required = CREATE_REQUIRED.get(raw.provider, {}).get(raw.module, ())
+        missing = [name for name in required if name not in push.create_fields]
+        if missing:
+            problems.append(f"push.create_fields: upsert mode creates {raw.module} records, which "
+                            f"{raw.provider} requires {', '.join(missing)} for; give a template for each")
     tiers = [t.code for t in tierline.tier_spec.ladder]
     stages = list(lifecycle_stages())
     for index, rule in enumerate(raw.push.next_action.rules):
@@ -346,25 +406,48 @@ def _resolve_pull(file_name: str, spec: PullFile, raw: CrmConfig, problems: list
 
 
 def connector_from_env(settings_: Settings, **overrides: Any):
-    """A ``ZohoCrmConnector`` from ``TIERLINE_CRM_*`` and the connection section of the config."""
+    """The configured provider's connector, from ``TIERLINE_CRM_*`` and the connection section of the config."""
+    # read by literal name so that tooling (and the compose agreement test) can see every variable
+    if settings_.provider == "fxiaoke":
+        values = {
+            "api_base": os.environ.get("TIERLINE_CRM_API_BASE", ""),
+            "app_id": os.environ.get("TIERLINE_CRM_APP_ID", ""),
+            "app_secret": os.environ.get("TIERLINE_CRM_APP_SECRET", ""),
+            "permanent_code": os.environ.get("TIERLINE_CRM_PERMANENT_CODE", ""),
+            "open_user_id": os.environ.get("TIERLINE_CRM_OPEN_USER_ID", ""),
+        }
+    else:
+        values = {
+            "api_base": os.environ.get("TIERLINE_CRM_API_BASE", ""),
+            "accounts_base": os.environ.get("TIERLINE_CRM_ACCOUNTS_BASE", ""),
+            "client_id": os.environ.get("TIERLINE_CRM_CLIENT_ID", ""),
+            "client_secret": os.environ.get("TIERLINE_CRM_CLIENT_SECRET", ""),
+            "refresh_token": os.environ.get("TIERLINE_CRM_REFRESH_TOKEN", ""),
+        }
+    names = ENV[settings_.provider]
+    missing = [names[arg] for arg, value in values.items() if not value]
+    if missing:
+        raise ConfigError(f"the {settings_.provider} CRM connection is not configured: set {', '.join(missing)} "
+                          "(see docs/crm.md)")
+    return make_connector(settings_, values, **overrides)
+
+
+def make_connector(settings_: Settings, connection: dict[str, str], **overrides: Any):
+    """The configured provider's connector for ``connection`` (its ``ENV`` arguments) and the config's settings."""
+    conn = settings_.raw.connection
+    kwargs: dict[str, Any] = dict(connection)
+    kwargs.update(timeout=conn.timeout_seconds, max_retries=conn.max_retries, backoff_base=conn.backoff_base_seconds,
+                  backoff_max=conn.backoff_max_seconds, credit_budget=conn.credit_budget_per_run)
+    if conn.rate_limit is not None:
+        kwargs["rate_limit"] = (conn.rate_limit.requests, conn.rate_limit.window_seconds)
+    if settings_.provider == "fxiaoke":
+        from tierline.crm.fxiaoke import FxiaokeConnector
+
+        kwargs["field_types"] = {f.crm_field: f.type for f in settings_.fields}
+        kwargs.update(overrides)
+        return FxiaokeConnector(**kwargs)
     from tierline.crm import ZohoCrmConnector
 
-    # read by literal name so that tooling (and the compose agreement test) can see every variable
-    values = {
-        "api_base": os.environ.get("TIERLINE_CRM_API_BASE", ""),
-        "accounts_base": os.environ.get("TIERLINE_CRM_ACCOUNTS_BASE", ""),
-        "client_id": os.environ.get("TIERLINE_CRM_CLIENT_ID", ""),
-        "client_secret": os.environ.get("TIERLINE_CRM_CLIENT_SECRET", ""),
-        "refresh_token": os.environ.get("TIERLINE_CRM_REFRESH_TOKEN", ""),
-    }
-    missing = [ENV[arg] for arg, value in values.items() if not value]
-    if missing:
-        raise ConfigError(f"the CRM connection is not configured: set {', '.join(missing)} (see docs/crm.md)")
-    conn = settings_.raw.connection
-    kwargs: dict[str, Any] = dict(values)
-    kwargs.update(timeout=conn.timeout_seconds, max_retries=conn.max_retries, backoff_base=conn.backoff_base_seconds,
-                  backoff_max=conn.backoff_max_seconds, credit_budget=conn.credit_budget_per_run,
-                  trigger=conn.trigger)
+    kwargs["trigger"] = conn.trigger
     kwargs.update(overrides)
     return ZohoCrmConnector(**kwargs)
-

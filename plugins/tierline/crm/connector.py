@@ -1,9 +1,11 @@
 """CRM connectors: the interface the sync code talks to, and its Zoho CRM v8 implementation.
 
-The sync never speaks HTTP itself. It reads changed records with ``iter_modified``, writes with
-``upsert`` in batches no larger than ``max_batch_size``, and looks at ``credits_used`` /
-``calls_made`` to stay inside the CRM's API budget. Supporting another CRM (HubSpot, Salesforce,
-纷享销客) means one new ``CrmConnector`` subclass; the sync and its tests stay as they are.
+The sync never speaks HTTP itself. It reads changed records with ``iter_modified``, writes
+existing records with ``update`` (by the CRM's record id) and, only in ``upsert`` mode, creates
+with ``upsert`` (matched on a unique field, so a retried call never creates twice), in batches no
+larger than ``max_batch_size``, and looks at ``credits_used`` / ``calls_made`` to stay inside the
+CRM's API budget. Another CRM means one new ``CrmConnector`` subclass (``FxiaokeConnector`` is
+the second); the sync and its tests stay as they are.
 
 Records are plain dicts in the CRM's own field names. Every connector returns, on each record,
 ``id`` (the CRM's record id), ``Modified_Time`` (ISO 8601 with offset, see ``parse_crm_time``)
@@ -89,9 +91,13 @@ class CrmProtocolError(CrmError):
 
 @dataclass(frozen=True)
 class RecordResult:
-    """The outcome for one record of an upsert, in the order the records were sent."""
+    """The outcome for one record of a write, in the order the records were sent.
 
-    external_id: str
+    ``key`` is what the record was sent with: its ``id`` for an update, the value of the
+    duplicate check field for an upsert.
+    """
+
+    key: str
     ok: bool
     crm_id: str | None = None
     code: str | None = None
@@ -111,6 +117,7 @@ def parse_crm_time(value: str) -> datetime:
 class CrmConnector(abc.ABC):
     """What the sync needs from a CRM."""
 
+    provider: str
     max_batch_size: int
 
     @abc.abstractmethod
@@ -123,25 +130,27 @@ class CrmConnector(abc.ABC):
         """
 
     @abc.abstractmethod
+    def update(self, module: str, records: Sequence[Mapping[str, Any]]) -> list[RecordResult]:
+        """Write ``records`` (each with the CRM's ``id``) to existing records; one result per record.
+
+        Never creates: an id the CRM does not know is a failed result. Raises ``CrmBatchTooLarge``
+        before sending more than ``max_batch_size`` records, and ``CrmBatchRejected`` when the CRM
+        refuses the batch as a whole.
+        """
+
+    @abc.abstractmethod
     def upsert(
         self, module: str, records: Sequence[Mapping[str, Any]], duplicate_check_field: str
     ) -> list[RecordResult]:
         """Create or update ``records`` matched on ``duplicate_check_field``; one result per record.
 
-        Raises ``CrmBatchTooLarge`` before sending more than ``max_batch_size`` records, and
-        ``CrmBatchRejected`` when the CRM refuses the batch as a whole.
+        Idempotent: sending the same records twice (a retry after a timeout) leaves one record each.
+        Raises like ``update``.
         """
 
     @abc.abstractmethod
-    def get_records(
-        self,
-        module: str,
-        fields: Sequence[str],
-        external_ids: Iterable[str] | None = None,
-        *,
-        id_field: str | None = None,
-    ) -> list[dict[str, Any]]:
-        """The records whose ``id_field`` is one of ``external_ids``, or every record when ``None``."""
+    def current_user(self) -> dict[str, Any]:
+        """The CRM user the connector writes as (``id``): the ``Modified_By`` of every record it writes."""
 
     @property
     @abc.abstractmethod
@@ -151,7 +160,7 @@ class CrmConnector(abc.ABC):
     @property
     @abc.abstractmethod
     def credits_used(self) -> int:
-        """API credits this connector has spent, by its own count."""
+        """API credits (or calls, where the CRM counts calls) this connector has spent, by its own count."""
 
     @property
     def credits_remaining(self) -> int | None:
@@ -179,6 +188,7 @@ class ZohoCrmConnector(CrmConnector):
     included, because a retried call may well have been billed by Zoho.
     """
 
+    provider = "zoho"
     max_batch_size = ZOHO_MAX_UPSERT_BATCH
 
     def __init__(
@@ -286,45 +296,55 @@ class ZohoCrmConnector(CrmConnector):
     def upsert(
         self, module: str, records: Sequence[Mapping[str, Any]], duplicate_check_field: str
     ) -> list[RecordResult]:
-        if not records:
+        keys = self._batch_keys(records, duplicate_check_field)
+        if not keys:
             return []
-        if len(records) > self.max_batch_size:
-            raise CrmBatchTooLarge(
-                f"{len(records)} records in one upsert; Zoho accepts at most {self.max_batch_size}"
-            )
-        external_ids = []
-        for index, record in enumerate(records):
-            value = record.get(duplicate_check_field)
-            if value is None or value == "":
-                raise ValueError(f"record {index} has no {duplicate_check_field}")
-            external_ids.append(str(value))
-        if len(set(external_ids)) != len(external_ids):
-            raise ValueError(
-                f"the batch repeats a {duplicate_check_field}; Zoho would apply both writes to one record"
-            )
-
         body: dict[str, Any] = {
             "data": [dict(r) for r in records],
             "duplicate_check_fields": [duplicate_check_field],
         }
+        return self._write("POST", f"/{module}/upsert", module, keys, body)
+
+    def update(self, module: str, records: Sequence[Mapping[str, Any]]) -> list[RecordResult]:
+        keys = self._batch_keys(records, "id")
+        if not keys:
+            return []
+        return self._write("PUT", f"/{module}", module, keys, {"data": [dict(r) for r in records]})
+
+    def _batch_keys(self, records: Sequence[Mapping[str, Any]], key_field: str) -> list[str]:
+        if len(records) > self.max_batch_size:
+            raise CrmBatchTooLarge(
+                f"{len(records)} records in one write; Zoho accepts at most {self.max_batch_size}"
+            )
+        keys = []
+        for index, record in enumerate(records):
+            value = record.get(key_field)
+            if value is None or value == "":
+                raise ValueError(f"record {index} has no {key_field}")
+            keys.append(str(value))
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"the batch repeats a {key_field}; Zoho would apply both writes to one record")
+        return keys
+
+    def _write(self, method: str, path: str, module: str, keys: list[str], body: dict[str, Any]) -> list[RecordResult]:
         if self._trigger is not None:
             body["trigger"] = self._trigger
-        response = self._api("POST", f"/{module}/upsert", json_body=body, per_record_400=True)
+        response = self._api(method, path, json_body=body, per_record_400=True)
         payload = _decode(response)
         items = payload.get("data") if isinstance(payload, dict) else None
         per_record = (
             isinstance(items, list)
-            and len(items) == len(records)
+            and len(items) == len(keys)
             and all(isinstance(item, dict) and "status" in item for item in items)
         )
         # Zoho answers 200/201 when all records were written, 207 when some were, and 400 with one
         # entry per record when none were; any other 400 is about the request as a whole.
         if per_record and response.status_code in (200, 201, 202, 207, 400):
-            return [_record_result(ext, item) for ext, item in zip(external_ids, items, strict=True)]
+            return [_record_result(key, item, method) for key, item in zip(keys, items, strict=True)]
         if response.status_code == 400:
             code, message, details = _error_parts(payload)
             raise CrmBatchRejected(
-                f"Zoho rejected the whole upsert batch of {len(records)} into {module}: {code} {message} {details}",
+                f"Zoho rejected the whole write batch of {len(keys)} into {module}: {code} {message} {details}",
                 status=400,
                 code=code,
                 body=payload,
@@ -332,7 +352,7 @@ class ZohoCrmConnector(CrmConnector):
             )
         if 200 <= response.status_code < 300:
             raise CrmProtocolError(
-                f"upsert of {len(records)} records returned {len(items) if isinstance(items, list) else 'no'} results",
+                f"write of {len(keys)} records returned {len(items) if isinstance(items, list) else 'no'} results",
                 status=response.status_code,
                 body=payload,
             )
@@ -558,17 +578,19 @@ class ZohoCrmConnector(CrmConnector):
         return payload
 
 
-def _record_result(external_id: str, item: Mapping[str, Any]) -> RecordResult:
+def _record_result(key: str, item: Mapping[str, Any], method: str) -> RecordResult:
     details = item.get("details") or {}
     ok = item.get("status") == "success"
+    # An update by id answers no "action"; it can only have updated.
+    action = item.get("action") or ("update" if method == "PUT" else None)
     return RecordResult(
-        external_id=external_id,
+        key=key,
         ok=ok,
         crm_id=details.get("id") if ok else None,
         code=item.get("code"),
         message=item.get("message"),
         field=None if ok else details.get("api_name"),
-        action=item.get("action") if ok else None,
+        action=action if ok else None,
     )
 
 

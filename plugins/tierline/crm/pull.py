@@ -164,7 +164,7 @@ def pull(landing: Path, extract_date: date, *, warehouse_url: str | None = None,
     result = PullResult(extract_date.isoformat())
     try:
         with warehouse.connect(warehouse_url, autocommit=True) as conn:
-            state.ensure(conn)
+            state.ensure(conn, cfg.provider)
             for mapping in cfg.pulls:
                 result.files.append(pull_file(conn, connector, mapping, landing, extract_date))
     finally:

@@ -10,7 +10,10 @@
 - ``conflicts``: a person's edit the sync did not overwrite; open while ``resolved_at`` is null.
 - ``reconciliation``: fields whose CRM value differed from what we wrote, per run.
 - ``runs``: one row per sync run with its result.
+- ``crm_records``: every CRM record the sync has read, by id, with the value it is matched on
+  (``push.match``): how a published customer finds an existing record without a CRM call.
 - ``sync_watermarks`` / ``pull_watermarks``: how far the sync and the pull have read the CRM.
+- ``provider``: the CRM this state belongs to (one row); another provider is refused.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from tierline.errors import ConfigError
 
 SCHEMA = "crm_sync"
 
@@ -104,6 +109,18 @@ create table if not exists {SCHEMA}.sync_watermarks (
     fields_hash text not null,
     updated_at timestamptz not null default now()
 );
+create table if not exists {SCHEMA}.crm_records (
+    module text not null,
+    crm_id text not null,
+    match_value text,
+    crm_modified_at timestamptz,
+    primary key (module, crm_id)
+);
+create index if not exists crm_records_by_value on {SCHEMA}.crm_records (module, match_value);
+create table if not exists {SCHEMA}.provider (
+    provider text primary key,
+    claimed_at timestamptz not null default now()
+);
 create table if not exists {SCHEMA}.pull_watermarks (
     module text primary key,
     watermark timestamptz not null,
@@ -117,11 +134,19 @@ create table if not exists {SCHEMA}.pull_watermarks (
 _CHUNK = 5000
 
 
-def ensure(conn) -> None:
+def ensure(conn, provider: str) -> None:
+    """Create the state tables; refuse state that belongs to another CRM provider."""
     with conn.transaction():
         # Two first runs at once must not race on "create ... if not exists".
         conn.execute("select pg_advisory_xact_lock(hashtext('tierline.crm_sync.ddl'))")
         conn.execute(DDL)
+        conn.execute(f"insert into {SCHEMA}.provider (provider) select %s "
+                     f"where not exists (select from {SCHEMA}.provider)", (provider,))
+        owner = conn.execute(f"select provider from {SCHEMA}.provider").fetchone()[0]
+    if owner != provider:
+        raise ConfigError(f"schema {SCHEMA} holds the sync state of a {owner} CRM and the configuration now names "
+                          f"{provider} (config/crm.yml provider): record ids, watermarks and conflicts do not carry "
+                          f"over; to start afresh with {provider}, drop schema {SCHEMA} cascade")
 
 
 # One encoder, built once: json.dumps with options builds a new one per call, which dominates a

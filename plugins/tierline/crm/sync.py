@@ -28,7 +28,7 @@ import hashlib
 import logging
 import math
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -52,7 +52,7 @@ from tierline.crm import (
     state,
 )
 from tierline.crm import config as crm_config
-from tierline.crm.config import Settings, UnmappedValue
+from tierline.crm.config import RECORD_ID, Settings, UnmappedValue
 from tierline.crm.state import SCHEMA, bulk, dumps
 
 log = logging.getLogger(__name__)
@@ -81,8 +81,8 @@ def _empty(value: Any) -> bool:
     return value is _MISSING or value in (None, "")
 
 
-def _checksum(desired: dict[str, Any], held: Sequence[str]) -> str:
-    text = dumps([desired, sorted(held)], sort_keys=True)
+def _checksum(desired: dict[str, Any], held: Sequence[str], crm_id: str | None) -> str:
+    text = dumps([desired, sorted(held), crm_id], sort_keys=True)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
@@ -99,45 +99,59 @@ class Change:
     customer_id: str
     action: str  # create | update
     crm_id: str | None
-    payload: dict[str, Any]  # what the upsert sends, external id included
+    payload: dict[str, Any]  # what the write sends: the record id (update) or the match field (create)
     written: dict[str, Any]  # the mapped fields in the payload
     previous: dict[str, Any]  # what the CRM held for those fields, as far as we know
     confirmed: dict[str, Any]  # synced_values after the CRM confirms: written plus fields already equal
     crm_values: dict[str, Any]  # crm_values after the CRM confirms
     checksum: str
+    key: str  # what the write is keyed on: crm_id for an update, the match value for a create
 
 
 @dataclass
 class Plan:
     run_id: str
     module: str
+    mode: str
     as_of: date | None
     integration_user_id: str
     fields_hash: str
     full_read: bool
     watermark: datetime | None
     source_rows: int = 0
+    matched: int = 0
     changes: list[Change] = field(default_factory=list)
     unchanged: list[dict[str, Any]] = field(default_factory=list)  # state-only updates: nothing to send
     observations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    index_rows: list[dict[str, Any]] = field(default_factory=list)  # CRM records read: id, match value
+    unmatched: list[dict[str, Any]] = field(default_factory=list)  # no CRM record (update mode: not written)
+    ambiguous: list[dict[str, Any]] = field(default_factory=list)  # the key finds several records: not written
     new_conflicts: list[dict[str, Any]] = field(default_factory=list)
     conflict_updates: list[dict[str, Any]] = field(default_factory=list)
     agreed_conflicts: list[int] = field(default_factory=list)
     mapping_errors: list[dict[str, Any]] = field(default_factory=list)
     held_by_dead_letters: int = 0
     held_fields: int = 0
+    held_records: int = 0
     crm_records_read: int = 0
 
     def summary(self) -> dict[str, Any]:
         creates = sum(1 for c in self.changes if c.action == "create")
+        skipped = len(self.unmatched) + len(self.ambiguous) if self.mode == "update" else len(self.ambiguous)
         return {
             "run_id": self.run_id,
             "as_of_date": self.as_of.isoformat() if self.as_of else None,
+            "mode": self.mode,
             "source_rows": self.source_rows,
+            "matched": self.matched,
             "creates": creates,
             "updates": len(self.changes) - creates,
-            "unchanged": self.source_rows - len(self.changes) - len(self.mapping_errors) - self.held_by_dead_letters,
+            "unchanged": (self.source_rows - len(self.changes) - len(self.mapping_errors) - self.held_by_dead_letters
+                          - skipped),
+            "skipped_unmatched": len(self.unmatched) if self.mode == "update" else 0,
+            "skipped_ambiguous": len(self.ambiguous),
             "new_conflicts": len(self.new_conflicts),
+            "records_held_by_conflicts": self.held_records,
             "fields_held_by_conflicts": self.held_fields,
             "conflicts_resolved_by_agreement": len(self.agreed_conflicts),
             "mapping_errors": len(self.mapping_errors),
@@ -186,31 +200,61 @@ def source_rows(conn, cfg: Settings, as_of: date | None = None) -> list[dict[str
 
 
 def read_fields(cfg: Settings) -> list[str]:
-    return [cfg.external_id_field, *cfg.crm_fields]
+    by_field = [] if cfg.match_field == RECORD_ID else [cfg.match_field]
+    return [*by_field, *cfg.crm_fields]
 
 
 def _fields_hash(cfg: Settings) -> str:
-    return hashlib.sha256(",".join(sorted(read_fields(cfg))).encode()).hexdigest()[:16]
+    key = ",".join(sorted(read_fields(cfg))) + f"|match={cfg.match_field}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def read_crm_changes(connector: CrmConnector, cfg: Settings, since: datetime | None) -> dict[str, dict[str, Any]]:
-    """Records modified after ``since`` (all when None), one per external id (the newest), with ``_time``."""
+    """Records modified after ``since`` (all when None), by CRM record id (the newest read), with ``_time``."""
     seen: dict[str, dict[str, Any]] = {}
     for record in connector.iter_modified(cfg.module, since, read_fields(cfg)):
-        customer_id = record.get(cfg.external_id_field)
-        if not customer_id:
-            continue
         record["_time"] = parse_crm_time(record["Modified_Time"])
-        current = seen.get(customer_id)
+        crm_id = str(record["id"])
+        current = seen.get(crm_id)
         if current is None or record["_time"] >= current["_time"]:
-            seen[customer_id] = record
+            seen[crm_id] = record
     return seen
+
+
+def match_value(cfg: Settings, record: dict[str, Any]) -> str | None:
+    """What a CRM record is found by: its id, or the value of the match field."""
+    value = record.get("id") if cfg.match_field == RECORD_ID else record.get(cfg.match_field)
+    return None if value in (None, "") else str(value)
+
+
+class _Matcher:
+    """Finds each published customer's CRM record: by ``push.match`` over every record the sync has read."""
+
+    def __init__(self, conn, cfg: Settings, observed: dict[str, dict[str, Any]], full: bool):
+        self.cfg = cfg
+        self.by_value: dict[str, set[str]] = defaultdict(set)
+        if not full:
+            for crm_id, value in conn.execute(f"select crm_id, match_value from {SCHEMA}.crm_records "
+                                              "where module = %s", (cfg.module,)):
+                if crm_id not in observed and value is not None:
+                    self.by_value[value].add(crm_id)
+        for crm_id, record in observed.items():
+            value = match_value(cfg, record)
+            if value is not None:
+                self.by_value[value].add(crm_id)
+
+    def key(self, row: dict[str, Any]) -> str | None:
+        value = row.get(self.cfg.match_column)
+        return None if value in (None, "") else str(value)
+
+    def find(self, key: str | None) -> list[str]:
+        return sorted(self.by_value.get(key, ())) if key is not None else []
 
 
 def plan(conn, connector: CrmConnector, cfg: Settings, *, run_id: str, as_of: date | None = None,
          include_dead_letters: bool = False) -> Plan:
     """What this run would write; reads the warehouse and the CRM, changes nothing."""
-    state.ensure(conn)
+    state.ensure(conn, cfg.provider)
     integration_id = cfg.raw.integration_user_id or str(connector.current_user()["id"])
     rows = source_rows(conn, cfg, as_of)
     fields_hash = _fields_hash(cfg)
@@ -220,8 +264,11 @@ def plan(conn, connector: CrmConnector, cfg: Settings, *, run_id: str, as_of: da
     observed = read_crm_changes(connector, cfg, None if full else mark[0] - ONE_SECOND)
     times = [r["_time"] for r in observed.values()]
     watermark = max(times) if times else (None if full else mark[0])
-    result = Plan(run_id, cfg.module, rows[0]["as_of_date"] if rows else as_of, integration_id, fields_hash,
-                  full, watermark, source_rows=len(rows), crm_records_read=len(observed))
+    result = Plan(run_id, cfg.module, cfg.mode, rows[0]["as_of_date"] if rows else as_of, integration_id,
+                  fields_hash, full, watermark, source_rows=len(rows), crm_records_read=len(observed))
+    result.index_rows = [{"crm_id": crm_id, "match_value": match_value(cfg, r), "modified_at": r["_time"].isoformat()}
+                         for crm_id, r in observed.items()]
+    matcher = _Matcher(conn, cfg, observed, full)
 
     checksums = dict(conn.execute(f"select customer_id, checksum from {SCHEMA}.record_state").fetchall())
     dead = dict(conn.execute(f"select customer_id, checksum from {SCHEMA}.dead_letters").fetchall())
@@ -235,9 +282,25 @@ def plan(conn, connector: CrmConnector, cfg: Settings, *, run_id: str, as_of: da
             f"select customer_id, field, max(their_modified_at) as edited from {SCHEMA}.conflicts "
             "where resolved_at is not null group by 1, 2")}
 
-    candidates: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    # A key several customers share, or that finds several records, is written to none of them.
+    keys = Counter(k for k in (matcher.key(r) for r in rows) if k is not None)
+    candidates: list[tuple[dict[str, Any], dict[str, Any], str, str | None]] = []
+    customer_of: dict[str, str] = {}
     for row in rows:
-        customer_id = row["customer_id"]
+        customer_id, key = row["customer_id"], matcher.key(row)
+        found = matcher.find(key)
+        if len(found) > 1 or (key is not None and keys[key] > 1):
+            result.ambiguous.append({"customer_id": customer_id, "key": key, "crm_ids": found,
+                                     "customers_with_key": keys[key]})
+            continue
+        crm_id = found[0] if found else None
+        if crm_id is None:
+            result.unmatched.append({"customer_id": customer_id, "key": key})
+            if cfg.mode == "update" or key is None:
+                continue
+        else:
+            result.matched += 1
+            customer_of[crm_id] = customer_id
         try:
             desired = {f.crm_field: f.convert(row.get(f.column)) for f in cfg.fields}
         except UnmappedValue as exc:
@@ -245,32 +308,38 @@ def plan(conn, connector: CrmConnector, cfg: Settings, *, run_id: str, as_of: da
                 "customer_id": customer_id, "payload": {"source": {k: str(v) for k, v in row.items()}},
                 "checksum": None, "error_code": "UNMAPPED_VALUE", "message": str(exc), "field": exc.crm_field})
             continue
-        checksum = _checksum(desired, list(open_conflicts.get(customer_id, {})))
-        if customer_id not in observed and checksums.get(customer_id) == checksum:
+        checksum = _checksum(desired, list(open_conflicts.get(customer_id, {})), crm_id)
+        if crm_id not in observed and checksums.get(customer_id) == checksum:
             continue
-        candidates.append((row, desired, checksum))
+        candidates.append((row, desired, checksum, crm_id))
 
-    wanted = {r["customer_id"] for r, _, _ in candidates} | (observed.keys() & checksums.keys())
     with conn.cursor(row_factory=dict_row) as cur:
         states = {s["customer_id"]: s for s in cur.execute(
             f"select customer_id, crm_id, checksum, synced_values, crm_values, person_edits from {SCHEMA}.record_state "
-            "where customer_id = any(%s)", (list(wanted),))}
+            "where customer_id = any(%s) or crm_id = any(%s)",
+            ([r["customer_id"] for r, *_ in candidates], list(observed)))}
+    for state_row in states.values():
+        if state_row["crm_id"] in observed:
+            customer_of.setdefault(state_row["crm_id"], state_row["customer_id"])
     protected = [f.crm_field for f in cfg.fields if f.ownership == "overwrite" and f.protect_human_edits]
     # Every observed edit by a person is kept on the record, whether or not this run writes it, so a
     # later run that does write the record still knows (the watermark will not show the edit again).
-    for customer_id, record in observed.items():
-        current = states.get(customer_id)
-        if current is not None:
+    for crm_id, record in observed.items():
+        current = states.get(customer_of.get(crm_id, ""))
+        if current is not None and current["crm_id"] == crm_id:
             edits = None if _editor(record)[0] == integration_id else _person_edits(record, current, protected)
-            result.observations[customer_id] = {
-                "customer_id": customer_id, "crm_id": record.get("id"), "person_edits": edits,
+            result.observations[current["customer_id"]] = {
+                "customer_id": current["customer_id"], "crm_id": crm_id, "person_edits": edits,
                 "crm_values": {f: record.get(f) for f in cfg.crm_fields}}
             if edits is not None:
                 current["person_edits"] = edits
-    for row, desired, checksum in candidates:
-        _plan_record(result, cfg, row, desired, checksum, states.get(row["customer_id"]),
-                     observed.get(row["customer_id"]), dict(open_conflicts.get(row["customer_id"], {})), protected,
-                     dead, include_dead_letters, settled)
+    for row, desired, checksum, crm_id in candidates:
+        current = states.get(row["customer_id"])
+        if current is not None and current["crm_id"] not in (None, crm_id):
+            current = None  # matched to another record now: what we knew was about the old one
+        _plan_record(result, cfg, row, desired, checksum, crm_id, matcher.key(row), current,
+                     observed.get(crm_id) if crm_id else None, dict(open_conflicts.get(row["customer_id"], {})),
+                     protected, dead, include_dead_letters, settled)
     return result
 
 
@@ -284,9 +353,9 @@ def _person_edits(record: dict[str, Any], current: dict[str, Any], protected: li
 
 
 def _plan_record(result: Plan, cfg: Settings, row: dict[str, Any], desired: dict[str, Any], checksum: str,
-                 current: dict[str, Any] | None, seen: dict[str, Any] | None, held: dict[str, dict[str, Any]],
-                 protected: list[str], dead: dict[str, str | None], include_dead_letters: bool,
-                 settled: dict[tuple[str, str], datetime]) -> None:
+                 crm_id: str | None, key: str | None, current: dict[str, Any] | None, seen: dict[str, Any] | None,
+                 held: dict[str, dict[str, Any]], protected: list[str], dead: dict[str, str | None],
+                 include_dead_letters: bool, settled: dict[tuple[str, str], datetime]) -> None:
     customer_id = row["customer_id"]
     held_before = set(held)
     for name, edit in (current["person_edits"] if current else {}).items():
@@ -309,8 +378,9 @@ def _plan_record(result: Plan, cfg: Settings, row: dict[str, Any], desired: dict
             result.agreed_conflicts.append(conflict["conflict_id"])
             del held[name]
     result.held_fields += len(held)
+    result.held_records += bool(held)
     if set(held) != held_before:
-        checksum = _checksum(desired, list(held))
+        checksum = _checksum(desired, list(held), crm_id)
     if seen is None and current is not None and current["checksum"] == checksum:
         return
     if not include_dead_letters and dead.get(customer_id) == checksum:
@@ -320,7 +390,6 @@ def _plan_record(result: Plan, cfg: Settings, row: dict[str, Any], desired: dict
     known: dict[str, Any] = dict(current["crm_values"]) if current else {}
     if seen is not None:
         known.update({name: seen.get(name) for name in cfg.crm_fields})
-    crm_id = seen["id"] if seen is not None else (current["crm_id"] if current else None)
     action = "update" if crm_id else "create"
     write: dict[str, Any] = {}
     agreed: dict[str, Any] = {}
@@ -343,12 +412,15 @@ def _plan_record(result: Plan, cfg: Settings, row: dict[str, Any], desired: dict
         result.unchanged.append({"customer_id": customer_id, "crm_id": crm_id, "checksum": checksum,
                                  "confirmed": agreed, "crm_values": crm_after})
         return
-    payload = {cfg.external_id_field: customer_id, **write}
-    if action == "create":
-        payload.update(cfg.create_values(row))
+    if action == "update":
+        payload = {RECORD_ID: crm_id, **write}
+        write_key = crm_id
+    else:
+        payload = {cfg.match_field: key, **write, **cfg.create_values(row)}
+        write_key = key
     previous = {name: (None if known.get(name, _MISSING) is _MISSING else known[name]) for name in write}
     result.changes.append(Change(customer_id, action, crm_id, payload, write, previous, {**agreed, **write},
-                                 crm_after, checksum))
+                                 crm_after, checksum, write_key))
 
 
 _UPSERT_DEAD = f"""
@@ -360,6 +432,15 @@ on conflict (customer_id) do update set
     payload = excluded.payload, checksum = excluded.checksum, error_code = excluded.error_code,
     message = excluded.message, field = excluded.field, attempts = d.attempts + 1, last_failed_at = now(),
     last_run_id = excluded.last_run_id
+"""
+
+
+_UPSERT_INDEX = f"""
+insert into {SCHEMA}.crm_records as i (module, crm_id, match_value, crm_modified_at)
+select %(module)s, r.crm_id, r.match_value, r.modified_at
+from jsonb_to_recordset(%(rows)s::jsonb) as r(crm_id text, match_value text, modified_at timestamptz)
+on conflict (module, crm_id) do update set match_value = excluded.match_value,
+    crm_modified_at = excluded.crm_modified_at
 """
 
 
@@ -410,6 +491,9 @@ def save_plan(conn, result: Plan, *, mode: str = "sync") -> None:
                                 dumps(c.written), dumps(c.previous), dumps(c.confirmed), dumps(c.crm_values),
                                 c.checksum))
         bulk(conn, _UPSERT_DEAD, result.mapping_errors, run_id=result.run_id)
+        if result.full_read:
+            conn.execute(f"delete from {SCHEMA}.crm_records where module = %s", (result.module,))
+        bulk(conn, _UPSERT_INDEX, result.index_rows, module=result.module)
         conn.execute(
             f"insert into {SCHEMA}.sync_watermarks (module, crm_time, fields_hash) values (%s, %s, %s) "
             "on conflict (module) do update set crm_time = excluded.crm_time, fields_hash = excluded.fields_hash, "
@@ -439,6 +523,11 @@ def write_dry_run(result: Plan, out_dir: Path | None = None) -> Path:
             out.write(dumps({"kind": "conflict", **conflict}) + "\n")
         for error in result.mapping_errors:
             out.write(dumps({"kind": "mapping_error", **error}) + "\n")
+        if result.mode == "update":
+            for unmatched in result.unmatched:
+                out.write(dumps({"kind": "unmatched", **unmatched}) + "\n")
+        for ambiguous in result.ambiguous:
+            out.write(dumps({"kind": "ambiguous", **ambiguous}) + "\n")
     tmp.replace(path)
     return path
 
@@ -453,7 +542,7 @@ class PushResult:
     created: int = 0
     updated: int = 0
     dead_lettered: int = 0
-    upsert_calls: int = 0
+    write_calls: int = 0
     split_batches: int = 0
     unsent: int = 0
     stopped_reason: str | None = None
@@ -479,34 +568,50 @@ class _Pusher:
         self.conn, self.connector, self.cfg, self.run_id = conn, connector, cfg, run_id
         self.result = PushResult()
 
+    def key(self, row: dict[str, Any]) -> str:
+        return row["crm_id"] if row["action"] == "update" else str(row["payload"][self.cfg.match_field])
+
     def send(self, batch: list[dict[str, Any]]) -> None:
-        """One upsert; a whole-batch refusal is split in halves until the bad record is alone."""
-        self.result.upsert_calls += 1
+        """One write per action; a whole-batch refusal is split in halves until the bad record is alone."""
+        for action in ("update", "create"):
+            rows = [r for r in batch if r["action"] == action]
+            if rows:
+                self._send(rows, action)
+
+    def _send(self, batch: list[dict[str, Any]], action: str) -> None:
+        self.result.write_calls += 1
+        payloads = [r["payload"] for r in batch]
         try:
-            results = self.connector.upsert(self.cfg.module, [r["payload"] for r in batch], self.cfg.external_id_field)
+            if action == "update":
+                results = self.connector.update(self.cfg.module, payloads)
+            else:
+                results = self.connector.upsert(self.cfg.module, payloads, self.cfg.match_field)
         except CrmBatchRejected as exc:
             if len(batch) == 1:
                 details = (exc.body or {}).get("details") if isinstance(exc.body, dict) else None
                 field_name = (details or {}).get("api_name") if isinstance(details, dict) else None
-                results = [RecordResult(batch[0]["customer_id"], False, code=exc.code or "BATCH_REJECTED",
+                results = [RecordResult(self.key(batch[0]), False, code=exc.code or "BATCH_REJECTED",
                                         message=str(exc), field=field_name)]
             else:
                 self.result.split_batches += 1
                 middle = len(batch) // 2
-                self.send(batch[:middle])
-                self.send(batch[middle:])
+                self._send(batch[:middle], action)
+                self._send(batch[middle:], action)
                 return
         self._commit(batch, results)
 
     def _commit(self, batch: list[dict[str, Any]], results: list[RecordResult]) -> None:
-        confirmed, failed = [], []
+        confirmed, failed, created = [], [], []
         for row, outcome in zip(batch, results, strict=True):
-            if outcome.external_id != row["customer_id"]:
-                raise CrmProtocolError(f"upsert result for {outcome.external_id} where {row['customer_id']} was sent")
+            if outcome.key != self.key(row):
+                raise CrmProtocolError(f"write result for {outcome.key} where {self.key(row)} was sent")
             if outcome.ok:
-                confirmed.append({"customer_id": row["customer_id"], "crm_id": outcome.crm_id,
+                crm_id = outcome.crm_id or row["crm_id"]
+                confirmed.append({"customer_id": row["customer_id"], "crm_id": crm_id,
                                   "checksum": row["checksum"], "confirmed": row["confirmed"],
                                   "crm_values": row["crm_values"], "written": row["written"]})
+                if row["action"] == "create":
+                    created.append({"crm_id": crm_id, "match_value": self.key(row), "modified_at": None})
                 if outcome.action == "insert":
                     self.result.created += 1
                 else:
@@ -517,6 +622,7 @@ class _Pusher:
                                "field": outcome.field})
         with self.conn.transaction():
             bulk(self.conn, _CONFIRM, confirmed, run_id=self.run_id)
+            bulk(self.conn, _UPSERT_INDEX, created, module=self.cfg.module)
             if confirmed:
                 self.conn.execute(f"delete from {SCHEMA}.dead_letters where customer_id = any(%s)",
                                   ([r["customer_id"] for r in confirmed],))
@@ -535,7 +641,8 @@ def _outbox_pages(conn) -> Iterator[list[dict[str, Any]]]:
     while True:
         with conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(
-                f"select customer_id, payload, written, confirmed, crm_values, checksum from {SCHEMA}.outbox "
+                f"select customer_id, action, crm_id, payload, written, confirmed, crm_values, checksum "
+                f"from {SCHEMA}.outbox "
                 "where customer_id > %s order by customer_id limit %s", (after, _OUTBOX_PAGE)).fetchall()
         if not rows:
             return
@@ -546,12 +653,12 @@ def _outbox_pages(conn) -> Iterator[list[dict[str, Any]]]:
 def push(conn, connector: CrmConnector, cfg: Settings, *, run_id: str,
          progress: Callable[[PushResult], None] | None = None) -> PushResult:
     """Send the outbox; stop cleanly (leaving the rest in the outbox) when the CRM stays unavailable."""
-    state.ensure(conn)
+    state.ensure(conn, cfg.provider)
     started = time.perf_counter()
     with state.run_lock(conn, cfg.module):
         pusher = _Pusher(conn, connector, cfg, run_id)
         pusher.result.planned = conn.execute(f"select count(*) from {SCHEMA}.outbox").fetchone()[0]
-        size = cfg.raw.push.batch_size
+        size = min(cfg.raw.push.batch_size, connector.max_batch_size)
         next_report = max(pusher.result.planned // 10, size)
         try:
             for page in _outbox_pages(conn):
@@ -596,7 +703,7 @@ class ReconcileResult:
 
 def reconcile(conn, connector: CrmConnector, cfg: Settings, *, run_id: str) -> ReconcileResult:
     """Read back what the run wrote; every field the CRM holds differently is a mismatch."""
-    state.ensure(conn)
+    state.ensure(conn, cfg.provider)
     result = ReconcileResult()
     with state.run_lock(conn, cfg.module):
         run = conn.execute(f"select read_back_since, result -> 'plan' ->> 'integration_user_id' from {SCHEMA}.runs "
@@ -604,8 +711,9 @@ def reconcile(conn, connector: CrmConnector, cfg: Settings, *, run_id: str) -> R
         if run is None:
             raise ValueError(f"no CRM sync run {run_id!r} in {SCHEMA}.runs: plan it first")
         since, integration_id = run
-        expected = dict(conn.execute(f"select customer_id, last_written from {SCHEMA}.record_state "
-                                     "where last_run_id = %s", (run_id,)).fetchall())
+        expected = {customer_id: (crm_id, written) for customer_id, crm_id, written in conn.execute(
+            f"select customer_id, crm_id, last_written from {SCHEMA}.record_state where last_run_id = %s",
+            (run_id,))}
         result.checked = len(expected)
         if expected:
             seen = read_crm_changes(connector, cfg, since - ONE_SECOND if since else None)
@@ -617,11 +725,11 @@ def reconcile(conn, connector: CrmConnector, cfg: Settings, *, run_id: str) -> R
     return result
 
 
-def _compare(result: ReconcileResult, expected: dict[str, dict[str, Any]], seen: dict[str, dict[str, Any]],
-             integration_id: str, cfg: Settings) -> list[dict[str, Any]]:
+def _compare(result: ReconcileResult, expected: dict[str, tuple[str, dict[str, Any]]],
+             seen: dict[str, dict[str, Any]], integration_id: str, cfg: Settings) -> list[dict[str, Any]]:
     ours = []
-    for customer_id, written in sorted(expected.items()):
-        record = seen.get(customer_id)
+    for customer_id, (crm_id, written) in sorted(expected.items()):
+        record = seen.get(crm_id)
         if record is None:
             result.mismatches.append({"customer_id": customer_id, "field": "(record)", "expected": written,
                                       "actual": None, "crm_modified_by": None, "crm_modified_at": None})
@@ -647,7 +755,10 @@ def _save_reconciliation(conn, cfg: Settings, run_id: str, result: ReconcileResu
     if people:
         cap = min(people) - ONE_SECOND
         watermark = cap if watermark is None else min(watermark, cap)
+    index_rows = [{"crm_id": crm_id, "match_value": match_value(cfg, r), "modified_at": r["_time"].isoformat()}
+                  for crm_id, r in seen.items()]
     with conn.transaction():
+        bulk(conn, _UPSERT_INDEX, index_rows, module=cfg.module)
         conn.execute(f"delete from {SCHEMA}.reconciliation where run_id = %s", (run_id,))
         bulk(conn, f"""
             insert into {SCHEMA}.reconciliation (run_id, customer_id, field, expected, actual, crm_modified_by,
@@ -695,7 +806,7 @@ def sync(*, run_id: str | None = None, as_of: date | None = None, dry_run: bool 
     run_id = run_id or new_run_id(mode)
     started = time.perf_counter()
     with _session(warehouse_url, connector, cfg) as (conn, connector, cfg):
-        state.ensure(conn)
+        state.ensure(conn, cfg.provider)
         calls_before = connector.calls_made
         with state.run_lock(conn, cfg.module):
             planned = plan(conn, connector, cfg, run_id=run_id, as_of=as_of, include_dead_letters=retry_dead_letters)
@@ -745,7 +856,7 @@ def _status(pushed: PushResult, reconciled: dict[str, Any]) -> str:
 def plan_step(run_id: str, *, as_of: date | None = None, **session: Any) -> dict[str, Any]:
     """DAG task ``plan_changes``: plan and store the outbox."""
     with _session(session.get("warehouse_url"), session.get("connector"), session.get("cfg")) as (conn, crm, cfg):
-        state.ensure(conn)
+        state.ensure(conn, cfg.provider)
         with state.run_lock(conn, cfg.module):
             planned = plan(conn, crm, cfg, run_id=run_id, as_of=as_of)
             save_plan(conn, planned)
