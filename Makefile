@@ -52,9 +52,10 @@ bench: $(STAMP) ## full refresh + incremental days at SCALE customers (default 1
 	$(BIN)/python bench/bench_btyd.py
 	$(BIN)/python bench/bench_pipeline.py --customers $(SCALE)
 
-bench-crm: $(STAMP) ## CRM connector and sync throughput against the emulator with a Zoho-like rate limit
+bench-crm: $(STAMP) ## CRM connector and sync throughput, Zoho and 纷享销客, each under its documented rate limit
 	$(BIN)/python bench/bench_crm.py
-	$(BIN)/python bench/bench_crm_sync.py
+	$(BIN)/python bench/bench_crm_sync.py --provider zoho
+	$(BIN)/python bench/bench_crm_sync.py --provider fxiaoke
 
 simulate: $(STAMP) ## what-if of a tier specification, nothing published: make simulate SPEC=<file>
 	@test -n "$(SPEC)" || { echo "usage: make simulate SPEC=<tier_spec.yml>"; exit 2; }

@@ -1,27 +1,34 @@
-"""How fast the reverse ETL syncs: a 100,000-customer first sync, a 1% change and a no-op, under a rate limit.
+"""How fast the reverse ETL syncs: a first sync, a 1% change and a no-op, under each provider's rate limit.
 
 Run from the checkout root and read the JSON it prints:
 
-    PYTHONPATH=plugins:devtools .venv/bin/python bench/bench_crm_sync.py [--customers 100000] [--change-share 0.01]
+    PYTHONPATH=plugins:devtools .venv/bin/python bench/bench_crm_sync.py [--provider zoho|fxiaoke]
+        [--customers N] [--change-share 0.01]
 
 Everything is real: the published tables in a fresh database on the project's warehouse (the
 embedded PostgreSQL unless TIERLINE_WAREHOUSE_URL is set), ``tierline.crm.sync.sync`` with the
-project's ``config/crm.yml``, HTTP to the CRM emulator running as a separate process (its CLI),
-set up with the fields crm.yml maps.
+provider's shipped configuration (``config/crm.yml``, ``config/crm.fxiaoke.yml``: update mode,
+matched on the CRM record id), HTTP to the provider's emulator running as a separate process (its
+CLI), set up with the fields the configuration maps and holding every customer's account already
+(the customers came from the CRM), so the first sync updates them all.
 
-The rate limit. Zoho meters API credits per rolling 24 hours; an Enterprise org with 100 user
+The rate limits. Zoho meters API credits per rolling 24 hours; an Enterprise org with 100 user
 licences has 50,000 + 100 x 1,000 = 150,000 a day, about 104 a minute spent evenly, so the sync
-is given 100 requests a minute (the choice of bench/bench_crm.py). To keep the run to a few
-minutes, time is compressed by ``--time-scale`` (default 6): the emulator allows 100 requests per
-10 s and the connector's backoff shrinks by the same factor. ``estimated_real_seconds`` stretches
+is given 100 requests a minute (the choice of bench/bench_crm.py). 纷享销客 documents 100 calls per
+20 s per interface (queries and updates count apart) and writes one record per call; the
+connector paces itself to it. To keep the run to a few minutes, time is compressed by
+``--time-scale`` (default 6): Zoho's emulator allows 100 requests per 10 s, 纷享销客's 100 per 3.3 s
+per interface, and the connector's backoff and pacing shrink by the same factor. ``estimated_real_seconds`` stretches
 the steps that talk to the CRM (push, reconcile) by the scale and keeps the local plan step as
 measured; for a run too small to meet the limit it is an upper bound. The emulator sends
 Retry-After in whole seconds, up to a second longer than needed, which on the compressed clock
 weighs 6x: the estimates slightly understate the real rate.
 
-Every request counts against the limit, reads included: a first sync costs one upsert per 100
-customers plus one read-back page per 200 records (reconciliation), a 1% change about one
-upsert per 100 changed customers plus a few reads.
+Every request counts against the limit, reads included: a Zoho first sync costs one read page
+per 200 records (the full read), one update per 100 customers and one read-back page per 200
+records (reconciliation); a 1% change about one update per 100 changed customers plus a few
+reads. A 纷享销客 first sync costs a query per 100 records, one update per customer and a
+read-back query per 100 records.
 """
 
 from __future__ import annotations
@@ -39,16 +46,23 @@ import yaml
 from bench_crm import TimedSleep  # the script's folder is on sys.path when run as bench/<script>.py
 
 from tierline import warehouse
-from tierline.crm import ZohoCrmConnector, sync
 from tierline.crm import config as crm_config
+from tierline.crm import sync
+from tierline.settings import PROJECT_ROOT
+from tierline_dev.crm_emulators.configured import name_field
 from tierline_dev.crm_emulators.process import spawn
 
 AS_OF = date(2026, 11, 1)
 TABLES = ("customer_tier", "customer_lifecycle", "customer_value")
 
 
-def start_emulator(per_window: int, window: float, cfg: crm_config.Settings) -> tuple[subprocess.Popen, dict]:
-    process, settings = spawn("zoho", "--rate-limit", str(per_window), "--rate-window", str(window),
+CONFIGS = {"zoho": PROJECT_ROOT / "config" / "crm.yml", "fxiaoke": PROJECT_ROOT / "config" / "crm.fxiaoke.yml"}
+LIMITS = {"zoho": (100, 60.0), "fxiaoke": (100, 20.0)}  # requests per window (纷享销客: per interface)
+
+
+def start_emulator(cfg: crm_config.Settings, time_scale: float) -> tuple[subprocess.Popen, dict]:
+    requests_, window = LIMITS[cfg.provider]
+    process, settings = spawn(cfg.provider, "--rate-limit", str(requests_), "--rate-window", str(window / time_scale),
                               "--config", str(cfg.path))
     return process, {k: v for k, v in settings.items() if k not in ("provider", "env")}
 
@@ -95,8 +109,9 @@ def crm_record_id(n: int) -> str:
 
 def seed_accounts(api_base: str, cfg: crm_config.Settings, customers: int) -> None:
     """The CRM holds every customer's account already (the customers came from it): update mode finds them."""
+    name = name_field(cfg)
     for first in range(1, customers + 1, 5000):
-        records = [{"id": crm_record_id(n), "Account_Name": f"Customer {n}"}
+        records = [{"id": crm_record_id(n), name: f"Customer {n}"}
                    for n in range(first, min(first + 5000, customers + 1))]
         requests.post(f"{api_base}/__emulator/seed", json={"module": cfg.module, "records": records},
                       timeout=120).raise_for_status()
@@ -128,25 +143,28 @@ def measure(name: str, records: int, result: dict, counters: dict, time_scale: f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--provider", choices=sorted(CONFIGS), default="zoho")
+    parser.add_argument("--customers", type=int, help="default 100,000 (Zoho), 3,000 (纷享销客: one write per call)")
     parser.add_argument("--change-share", type=float, default=0.01)
-    parser.add_argument("--per-minute", type=int, default=100, help="request budget per real-time minute")
     parser.add_argument("--time-scale", type=float, default=6.0, help="how much faster than real time to run")
     args = parser.parse_args()
+    customers = args.customers or (100_000 if args.provider == "zoho" else 3_000)
 
-    cfg = crm_config.load()
+    cfg = crm_config.load(CONFIGS[args.provider])
     url = warehouse.with_database(warehouse.url(), f"tierline_bench_crm_{os.getpid()}")
     warehouse.ensure_database(url)
-    window = 60.0 / args.time_scale
-    process, settings = start_emulator(args.per_minute, window, cfg)
+    process, settings = start_emulator(cfg, args.time_scale)
     sleep = TimedSleep()
     results = []
+    requests_, window = LIMITS[args.provider]
     try:
         create_tables(url)
-        seed_accounts(settings["api_base"], cfg, args.customers)
-        publish(url, args.customers, AS_OF)
-        connector = ZohoCrmConnector(**settings, timeout=30.0, max_retries=8, backoff_base=1.0 / args.time_scale,
-                                     backoff_max=60.0 / args.time_scale, sleep=sleep)
+        seed_accounts(settings["api_base"], cfg, customers)
+        publish(url, customers, AS_OF)
+        pacing = {"rate_limit": (requests_, window / args.time_scale)} if args.provider == "fxiaoke" else {}
+        connector = crm_config.make_connector(cfg, settings, timeout=30.0, max_retries=8, sleep=sleep,
+                                              backoff_base=1.0 / args.time_scale,
+                                              backoff_max=60.0 / args.time_scale, **pacing)
         counters_url = f"{settings['api_base']}/__emulator/counters"
 
         def run(name: str, records: int) -> None:
@@ -157,9 +175,9 @@ def main() -> None:
             results.append(measure(name, records, result, counters, args.time_scale, sleep))
             print(json.dumps(results[-1]), file=sys.stderr, flush=True)
 
-        run("first_sync_updates_every_account", args.customers)
+        run("first_sync_updates_every_account", customers)
         every = round(1 / args.change_share)
-        publish(url, args.customers, AS_OF + timedelta(days=1), changed_every=every)
+        publish(url, customers, AS_OF + timedelta(days=1), changed_every=every)
         with warehouse.connect(url) as conn:
             # Only customers whose tier actually moves count as changed (some already were vip).
             changed = conn.execute(
@@ -176,8 +194,10 @@ def main() -> None:
     print(json.dumps({
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "customers": args.customers,
-        "budget_requests_per_minute": args.per_minute,
+        "provider": args.provider,
+        "customers": customers,
+        "rate_limit": f"{requests_} requests per {window:.0f} s" + (" per interface" if args.provider == "fxiaoke"
+                                                                     else ""),
         "time_scale": args.time_scale,
         "results": results,
     }, indent=2))

@@ -2,13 +2,15 @@
 ### crm_sync — reverse ETL: published tiers, lifecycle stages and next actions into the CRM
 
 Runs whenever `customer_tiering` publishes `analytics.customer_tier` (Asset schedule), for the
-latest published date. Field mapping, ownership and next-action rules: `config/crm.yml`;
-connection: `TIERLINE_CRM_*` environment variables (docs/crm.md).
+latest published date, to Zoho CRM or 纷享销客 (`provider` in `config/crm.yml`, which also holds
+the field mapping, ownership, sync mode and next-action rules); connection: `TIERLINE_CRM_*`
+environment variables (docs/crm.md).
 
 1. **plan_changes** — map the published rows to CRM values, read what changed in the CRM since
    the last run, record a person's edits of protected fields as conflicts (`crm_sync.conflicts`,
    never overwritten silently), and store one write per changed record in `crm_sync.outbox`.
-2. **push_changes** — upsert the outbox in batches of at most 100 keyed on the external id;
+2. **push_changes** — write the outbox: updates by CRM record id (creates only in `upsert`
+   mode), in batches of at most 100 (纷享销客: one record per call);
    per batch, one transaction updates `crm_sync.record_state` for what the CRM confirmed and
    moves refused records to `crm_sync.dead_letters` (`make crm-retry` replays them). When the
    CRM stays rate limited or unavailable, the task fails after saving its progress and its

@@ -21,10 +21,10 @@ from tierline_dev.crm_emulators.configured import emulator_for, module_for, name
 from .support import FakeSleep
 from .sync_support import settings_with
 
-PROVIDERS = ("zoho",)
-CONFIGS = {"zoho": PROJECT_ROOT / "config" / "crm.yml"}
+PROVIDERS = ("zoho", "fxiaoke")
+CONFIGS = {"zoho": PROJECT_ROOT / "config" / "crm.yml", "fxiaoke": PROJECT_ROOT / "config" / "crm.fxiaoke.yml"}
 # The custom field where each CRM keeps tierline's customer number (what pull maps to customer_id).
-CUSTOMER_ID_FIELDS = {"zoho": "Tierline_Customer_Id"}
+CUSTOMER_ID_FIELDS = {"zoho": "Tierline_Customer_Id", "fxiaoke": "tierline_customer_id__c"}
 
 
 @dataclass
@@ -58,6 +58,10 @@ class Harness:
         """The CRM holds these customers' accounts already (made by a CRM user), under their crm_record_id."""
         self.crm.seed(self.module, [{"id": r["crm_record_id"], name_field(self.cfg): f"客户 {r['customer_id']}"}
                                     for r in rows])
+
+    def records(self) -> dict[str, dict[str, Any]]:
+        """Every record in the CRM by its id."""
+        return {str(r.get("id") or r.get("_id")): r for r in self.crm.records(self.module)}
 
     def record(self, row: dict[str, Any]) -> dict[str, Any] | None:
         return self.crm.record_by_id(self.module, row["crm_record_id"])

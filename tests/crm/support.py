@@ -37,14 +37,20 @@ class FakeSleep:
 
 
 class RecordingSession(requests.Session):
-    """A real session that remembers every Authorization header it sent."""
+    """A real session that remembers every Authorization header, URL and JSON body it sent."""
 
     def __init__(self):
         super().__init__()
         self.authorizations: list[str] = []
+        self.urls: list[str] = []
+        self.bodies: list = []
 
     def request(self, method, url, **kwargs):
         authorization = (kwargs.get("headers") or {}).get("Authorization")
         if authorization:
             self.authorizations.append(authorization)
-        return super().request(method, url, **kwargs)
+        response = super().request(method, url, **kwargs)
+        self.urls.append(response.request.url)
+        if kwargs.get("json") is not None:
+            self.bodies.append(kwargs["json"])
+        return response

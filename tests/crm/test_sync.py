@@ -90,37 +90,6 @@ def test_first_sync_creates_every_record_with_the_mapped_values(crm, wh, run):
     assert query(wh, "select count(*) from crm_sync.record_state where crm_modified_at is null") == [(0,)]
 
 
-def test_a_rerun_with_nothing_changed_sends_no_write(crm, wh, run):
-    publish(wh, [customer(n) for n in range(1, 6)])
-    run()
-    crm.reset_counters()
-
-    result = run()
-
-    assert crm.counters()["write_calls"] == 0
-    assert (result["plan"]["creates"], result["plan"]["updates"], result["push"]["sent"]) == (0, 0, 0)
-    assert result["status"] == "ok"
-
-
-def test_a_changed_row_sends_only_that_record_and_only_its_changed_fields(crm, wh, run):
-    rows = [customer(n) for n in range(1, 6)]
-    publish(wh, rows)
-    run()
-    rows[2] = customer(3, tier="vip")
-    publish(wh, rows, NEXT_DAY)
-    crm.reset_counters()
-
-    result = run()
-
-    assert crm.counters()["write_calls"] == 1
-    assert crm.counters()["records_written"] == 1
-    assert (result["plan"]["updates"], result["plan"]["unchanged"]) == (1, 4)
-    [(written,)] = query(wh, "select last_written from crm_sync.record_state where last_run_id = %s",
-                         result["run_id"])
-    assert written == {"Tierline_Tier": "VIP", "Tierline_Next_Action": "VIP: call within 7 days"}
-    assert crm_by_id(crm)["C00003"]["Tierline_Tier"] == "VIP"
-
-
 def test_429_with_retry_after_waits_that_long_and_completes(crm, wh, run, sleeps):
     publish(wh, [customer(n) for n in range(1, 4)])
     crm.rate_limit_next(2, retry_after=7, match="upsert")

@@ -212,6 +212,17 @@ class Store:
         ).fetchall()
         return [json.loads(r[0]) for r in rows]
 
+    def select(self, where: str, args: list[Any], order: str, limit: int, offset: int) -> list[dict[str, Any]]:
+        """Records matching ``where`` (SQL over ``id``, ``created``, ``modified`` and ``json_extract(data,
+        ...)``, built by the provider from validated names), in ``order``."""
+        rows = self._db.execute(
+            f"SELECT data FROM records WHERE {where} ORDER BY {order}, id LIMIT ? OFFSET ?", (*args, limit, offset)
+        ).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def count(self, where: str, args: list[Any]) -> int:
+        return self._db.execute(f"SELECT count(*) FROM records WHERE {where}", args).fetchone()[0]
+
     def all(self, module: str) -> list[dict[str, Any]]:
         rows = self._db.execute("SELECT data FROM records WHERE module = ? ORDER BY id", (module,)).fetchall()
         return [json.loads(r[0]) for r in rows]
@@ -275,6 +286,7 @@ class CrmEmulatorBase:
         self._windows: dict[str, deque[float]] = {}
         self._daily_limit: int | None = None
         self._daily_used = 0
+        self._expire_after_writes: int | None = None
         self._counters = Counters()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -367,6 +379,11 @@ class CrmEmulatorBase:
     default_rejection_code = "INVALID_DATA"
     default_rejection_message = "invalid data"
 
+    def clear_rejections(self) -> None:
+        """The CRM admins fixed what made ``reject_records`` refuse: accept those records again."""
+        with self._lock:
+            self._rejected_records.clear()
+
     def set_rate_limit(
         self, requests: int | None, window_seconds: float = 60.0, *, retry_after: bool = True,
         per_interface: bool = False,
@@ -387,6 +404,11 @@ class CrmEmulatorBase:
         """Invalidate every access token issued so far, as if they had all lapsed."""
         with self._lock:
             self._tokens.clear()
+
+    def expire_tokens_after_writes(self, writes: int) -> None:
+        """Tokens lapse right after the next ``writes`` write calls: a token expiring in the middle of a push."""
+        with self._lock:
+            self._expire_after_writes = writes
 
     def advance_clock(self, seconds: float) -> None:
         """Move the CRM's clock forward: timestamps of later writes, and token expiry, follow it."""
@@ -532,6 +554,11 @@ class CrmEmulatorBase:
             code = self._error_code(reply)
             if code is not None:
                 self._counters.errors[code] += 1
+            if self._expire_after_writes is not None and self._is_write(method, path) and reply.status == 200:
+                self._expire_after_writes -= 1
+                if self._expire_after_writes <= 0:
+                    self._expire_after_writes = None
+                    self.expire_tokens()
             self._after(reply, path)
         return reply, delay
 
@@ -614,6 +641,8 @@ class CrmEmulatorBase:
                 per_interface=body.get("per_interface", False)),
             "/daily-limit": lambda: self.set_daily_limit(body.get("requests")),
             "/tokens/expire": lambda: self.expire_tokens(),
+            "/tokens/expire-after-writes": lambda: self.expire_tokens_after_writes(body["writes"]),
+            "/faults/clear-rejections": lambda: self.clear_rejections(),
             "/clock/advance": lambda: self.advance_clock(body["seconds"]),
             "/seed": lambda: {"added": self.seed(body["module"], body["records"], user=body.get("user"))},
             "/edit-record": lambda: self.edit_record(body["module"], body["id"], body["changes"], user=body.get("user")),

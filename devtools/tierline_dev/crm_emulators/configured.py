@@ -8,13 +8,23 @@ from typing import Any
 
 from tierline import contract, load
 from tierline.crm.config import RECORD_ID, Settings
-from tierline_dev.crm_emulators.base import CrmEmulatorBase
-from tierline_dev.crm_emulators.zoho import DEFAULT_MODULES, SYSTEM_FIELDS, CrmEmulator, FieldSpec, ModuleSpec
+from tierline_dev.crm_emulators import fxiaoke, zoho
+from tierline_dev.crm_emulators.base import CrmEmulatorBase, FieldSpec, ModuleSpec
 
 
 def zoho_module(settings: Settings) -> ModuleSpec:
     """The CRM module with the fields the configuration maps (picklists with its labels)."""
-    base = DEFAULT_MODULES.get(settings.module) or ModuleSpec({})
+    return _module(settings, zoho.DEFAULT_MODULES, zoho.SYSTEM_FIELDS)
+
+
+def fxiaoke_module(settings: Settings) -> ModuleSpec:
+    """The object with the custom fields the configuration maps (single-choice fields with its labels
+    as their option values)."""
+    return _module(settings, fxiaoke.DEFAULT_MODULES, fxiaoke.SYSTEM_FIELDS)
+
+
+def _module(settings: Settings, defaults: dict[str, ModuleSpec], system_fields: tuple[str, ...]) -> ModuleSpec:
+    base = defaults.get(settings.module) or ModuleSpec({})
     fields = dict(base.fields)
     if settings.match_field != RECORD_ID:
         # Zoho upserts only on a unique field; update mode may match on any (an e-mail, a phone).
@@ -25,25 +35,26 @@ def zoho_module(settings: Settings) -> ModuleSpec:
     for pull in settings.pulls:
         if pull.module == settings.module:
             for name in pull.crm_fields:
-                if name not in SYSTEM_FIELDS:
+                if name not in system_fields and name != RECORD_ID:
                     fields.setdefault(name, FieldSpec())
     return ModuleSpec(fields, base.system_duplicate_check)
 
 
 def module_for(settings: Settings) -> ModuleSpec:
-    return zoho_module(settings)
+    return fxiaoke_module(settings) if settings.provider == "fxiaoke" else zoho_module(settings)
 
 
 def emulator_for(settings: Settings, **options: Any) -> CrmEmulatorBase:
     """An emulator of ``settings.provider`` (not started) whose module has the configured fields."""
-    emulator = CrmEmulator(**options)
+    emulator = (fxiaoke.FxiaokeEmulator if settings.provider == "fxiaoke" else zoho.CrmEmulator)(**options)
     emulator.define_module(settings.module, module_for(settings))
     return emulator
 
 
 def name_field(settings: Settings) -> str:
     """The field holding an account's name (what seeded records are called by)."""
-    return {"Accounts": "Account_Name", "Contacts": "Last_Name"}.get(settings.module, "Account_Name")
+    return {"Accounts": "Account_Name", "Contacts": "Last_Name", "AccountObj": "name"}.get(settings.module,
+                                                                                             "Account_Name")
 
 
 def accounts_from_extract(settings: Settings, landing: Path) -> list[dict[str, Any]]:
@@ -51,7 +62,8 @@ def accounts_from_extract(settings: Settings, landing: Path) -> list[dict[str, A
     ``crm_record_id`` (its latest row), with the fields the pull maps back to the extract's columns."""
     pull = next((p for p in settings.pulls if p.file == "crm_customers.csv"), None)
     columns = {} if pull is None else {name: c for name, c in pull.columns.items()
-                                       if c.field and c.field not in SYSTEM_FIELDS and "." not in c.field}
+                                       if c.field and "." not in c.field
+                                       and c.field not in (*zoho.SYSTEM_FIELDS, *fxiaoke.SYSTEM_FIELDS)}
     entity = contract.BY_FILE["crm_customers.csv"]
     accounts: dict[str, dict[str, Any]] = {}
     for path in sorted(Path(landing).glob("*/crm_customers.csv")):

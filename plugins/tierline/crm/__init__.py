@@ -1,4 +1,4 @@
-"""Writing tiers back to the CRM: the connector interface and Zoho CRM (emulators: devtools/tierline_dev)."""
+"""Writing tiers back to the CRM: the connector interface, Zoho CRM and 纷享销客 (emulators: devtools/tierline_dev)."""
 
 from tierline.crm.connector import (
     CrmAuthError,
@@ -15,6 +15,7 @@ from tierline.crm.connector import (
     ZohoCrmConnector,
     parse_crm_time,
 )
+from tierline.crm.fxiaoke import FxiaokeConnector
 
 __all__ = [
     "CrmAuthError",
@@ -27,6 +28,7 @@ __all__ = [
     "CrmRateLimited",
     "CrmRequestError",
     "CrmUnavailable",
+    "FxiaokeConnector",
     "RecordResult",
     "ZohoCrmConnector",
     "parse_crm_time",

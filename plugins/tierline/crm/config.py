@@ -441,7 +441,7 @@ def make_connector(settings_: Settings, connection: dict[str, str], **overrides:
     if conn.rate_limit is not None:
         kwargs["rate_limit"] = (conn.rate_limit.requests, conn.rate_limit.window_seconds)
     if settings_.provider == "fxiaoke":
-        from tierline.crm.fxiaoke import FxiaokeConnector
+        from tierline.crm import FxiaokeConnector
 
         kwargs["field_types"] = {f.crm_field: f.type for f in settings_.fields}
         kwargs.update(overrides)

@@ -20,6 +20,7 @@ import logging
 import random
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -106,6 +107,25 @@ class RecordResult:
     action: str | None = None  # "insert" or "update" when ok
 
 
+class Pacer:
+    """At most ``requests`` sends per sliding ``window`` seconds per key: waits rather than be refused."""
+
+    def __init__(self, requests_: int, window: float, clock: Callable[[], float], sleep: Callable[[float], None]):
+        self._limit, self._window, self._clock, self._sleep = requests_, window, clock, sleep
+        self._sent: dict[str, deque[float]] = {}
+
+    def wait(self, key: str) -> None:
+        sent = self._sent.setdefault(key, deque())
+        now = self._clock()
+        while sent and sent[0] <= now - self._window:
+            sent.popleft()
+        at = now
+        if len(sent) >= self._limit:
+            at = sent.popleft() + self._window
+            self._sleep(at - now)
+        sent.append(max(at, now))
+
+
 def parse_crm_time(value: str) -> datetime:
     """A CRM timestamp as an aware datetime. Compare these, never the strings: the offset is the org's."""
     parsed = datetime.fromisoformat(value)
@@ -178,7 +198,51 @@ class CrmConnector(abc.ABC):
         self.close()
 
 
-class ZohoCrmConnector(CrmConnector):
+class HttpCrmConnector(CrmConnector):
+    """What the HTTP connectors share: retry and backoff settings, pacing, the call count, the session."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 30.0,
+        max_retries: int = 5,
+        backoff_base: float = 1.0,
+        backoff_max: float = 60.0,
+        credit_budget: int | None = None,
+        rate_limit: tuple[int, float] | None = None,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._timeout = timeout
+        self._max_retries = max_retries
+        self._backoff_base = backoff_base
+        self._backoff_max = backoff_max
+        self._credit_budget = credit_budget
+        self._owns_session = session is None
+        self._session = session or requests.Session()
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._pacer = Pacer(*rate_limit, clock, sleep) if rate_limit else None
+        self._calls_made = 0
+        self.token_refreshes = 0
+
+    @property
+    def calls_made(self) -> int:
+        return self._calls_made
+
+    def close(self) -> None:
+        if self._owns_session:
+            self._session.close()
+
+    def _backoff(self, attempt: int) -> float:
+        """Full jitter: uniform between zero and the capped exponential step."""
+        return self._rng.uniform(0.0, min(self._backoff_max, self._backoff_base * (2**attempt)))
+
+
+class ZohoCrmConnector(HttpCrmConnector):
     """Zoho CRM REST API v8 over OAuth 2 (self-client refresh token).
 
     ``api_base`` is the data centre's API domain (``https://www.zohoapis.eu``) and ``accounts_base``
@@ -199,44 +263,23 @@ class ZohoCrmConnector(CrmConnector):
         client_secret: str,
         refresh_token: str,
         *,
-        timeout: float = 30.0,
-        max_retries: int = 5,
-        backoff_base: float = 1.0,
-        backoff_max: float = 60.0,
-        credit_budget: int | None = None,
         trigger: Sequence[str] | None = None,
-        session: requests.Session | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        rng: random.Random | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        **options: Any,
     ):
+        """``options``: ``HttpCrmConnector``'s (timeout, retries, backoff, budget, pacing, session, clock)."""
+        # Zoho meters credits per day, not calls per window: no pacing unless configured.
+        super().__init__(**options)
         self._api_root = f"{api_base.rstrip('/')}/crm/{ZOHO_API_VERSION}"
         self._token_url = f"{accounts_base.rstrip('/')}/oauth/v2/token"
         self._client_id = client_id
         self._client_secret = client_secret
         self._refresh_token = refresh_token
-        self._timeout = timeout
-        self._max_retries = max_retries
-        self._backoff_base = backoff_base
-        self._backoff_max = backoff_max
-        self._credit_budget = credit_budget
         # None leaves Zoho's default (workflows, approvals and blueprints run); [] runs none of them.
         self._trigger = None if trigger is None else list(trigger)
-        self._owns_session = session is None
-        self._session = session or requests.Session()
-        self._sleep = sleep
-        self._rng = rng or random.Random()
-        self._clock = clock
         self._access_token: str | None = None
         self._token_expires_at = 0.0
-        self._calls_made = 0
         self._credits_used = 0
         self._credits_remaining: int | None = None
-        self.token_refreshes = 0
-
-    @property
-    def calls_made(self) -> int:
-        return self._calls_made
 
     @property
     def credits_used(self) -> int:
@@ -245,10 +288,6 @@ class ZohoCrmConnector(CrmConnector):
     @property
     def credits_remaining(self) -> int | None:
         return self._credits_remaining
-
-    def close(self) -> None:
-        if self._owns_session:
-            self._session.close()
 
     def iter_modified(
         self,
@@ -449,6 +488,8 @@ class ZohoCrmConnector(CrmConnector):
         while True:
             request_headers = dict(headers or {})
             if api:
+                if self._pacer is not None:
+                    self._pacer.wait("api")
                 self._check_budget()
                 request_headers["Authorization"] = f"Zoho-oauthtoken {self._token()}"
                 self._credits_used += 1
@@ -553,10 +594,6 @@ class ZohoCrmConnector(CrmConnector):
                 self._credits_remaining = int(remaining)
             except ValueError:
                 log.debug("crm ignoring unparsable X-API-CREDITS-REMAINING %r", remaining)
-
-    def _backoff(self, attempt: int) -> float:
-        """Full jitter: uniform between zero and the capped exponential step."""
-        return self._rng.uniform(0.0, min(self._backoff_max, self._backoff_base * (2**attempt)))
 
     def _request_error(self, response: requests.Response, payload: Any) -> CrmRequestError:
         code, message, details = _error_parts(payload)

@@ -4,8 +4,9 @@ For every file of ``pull.files`` in ``config/crm.yml`` (``crm_customers.csv`` fr
 default) the records modified since the module's watermark (``crm_sync.pull_watermarks``) are read
 with ``iter_modified``, mapped to the contract's columns and written to
 ``<landing>/<YYYY-MM-DD>/<file>``. The read steps back one second from the watermark because
-the CRM's ``If-Modified-Since`` is strictly-after to the second; records already written at the
-watermark second are skipped by id. The watermark moves only after the file is in place, so a
+Zoho's ``If-Modified-Since`` is strictly-after to the second; what it reads again is skipped:
+records older than the watermark (the newest time the last pull read) and, at the watermark
+itself, the ids that pull wrote (timestamps are seconds in Zoho, milliseconds in 纷享销客). The watermark moves only after the file is in place, so a
 pull killed at any point re-reads what it had not recorded (the contract makes a re-sent row a
 no-op). A second pull for the same date merges into that date's file, newest ``updated_at`` wins.
 The first pull of a module (or one after its field mapping changed) reads every record: a full
@@ -58,6 +59,8 @@ def _value(record: dict[str, Any], column: PullColumn) -> Any:
     value: Any = record
     for part in column.field.split("."):
         value = value.get(part) if isinstance(value, dict) else None
+    if isinstance(value, list):  # a lookup held as a list of ids (纷享销客's owner): one id, or none
+        value = value[0] if len(value) == 1 else None
     if value is not None and column.value_map is not None:
         value = column.value_map.get(str(value), column.default)
     return column.default if value in (None, "") else value
@@ -120,7 +123,9 @@ def pull_file(conn, connector: CrmConnector, mapping: PullMapping, landing: Path
     for record in connector.iter_modified(mapping.module, since, mapping.crm_fields):
         result.records_read += 1
         record["_time"] = parse_crm_time(record["Modified_Time"])
-        if not full and record["_time"] <= mark[0] and record["id"] in done_ids:
+        # The step back re-reads: older records were pulled already (the watermark is the newest time the
+        # last pull read), and so were those at the watermark that it names.
+        if not full and (record["_time"] < mark[0] or (record["_time"] == mark[0] and record["id"] in done_ids)):
             result.already_pulled += 1
             continue
         current = newest.get(record["id"])
