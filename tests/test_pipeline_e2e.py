@@ -133,14 +133,17 @@ def test_the_crms_own_record_id_is_published_for_the_crm_sync_to_match_on(scenar
     assert 0.97 * total < with_id < total
 
 
-def test_the_demo_crm_sync_updates_the_crms_own_accounts_and_creates_none(scenario):
-    line = cli.demo_crm_sync(scenario["landing"], "zoho")
+@pytest.mark.parametrize("crm", ["zoho", "fxiaoke"])  # in this order: the second run switches CRM
+def test_the_demo_crm_sync_updates_the_crms_own_accounts_and_creates_none(scenario, crm):
+    line = cli.demo_crm_sync(scenario["landing"], crm)
 
     with warehouse.connect(scenario["url"]) as conn:
         published, with_record = conn.execute(
             "select count(*), count(crm_record_id) from analytics.customer_value where as_of_date = %s",
             (DAY2,)).fetchone()
         [(result,)] = conn.execute("select result from crm_sync.runs").fetchall()
+        [(provider,)] = conn.execute("select provider from crm_sync.provider").fetchall()
+    assert provider == crm
     assert result["push"]["created"] == 0, line
     assert result["plan"]["matched"] == result["push"]["updated"] == with_record
     assert result["plan"]["skipped_unmatched"] == published - with_record > 0

@@ -105,7 +105,6 @@ class Change:
     confirmed: dict[str, Any]  # synced_values after the CRM confirms: written plus fields already equal
     crm_values: dict[str, Any]  # crm_values after the CRM confirms
     checksum: str
-    key: str  # what the write is keyed on: crm_id for an update, the match value for a create
 
 
 @dataclass
@@ -414,13 +413,11 @@ def _plan_record(result: Plan, cfg: Settings, row: dict[str, Any], desired: dict
         return
     if action == "update":
         payload = {RECORD_ID: crm_id, **write}
-        write_key = crm_id
     else:
         payload = {cfg.match_field: key, **write, **cfg.create_values(row)}
-        write_key = key
     previous = {name: (None if known.get(name, _MISSING) is _MISSING else known[name]) for name in write}
     result.changes.append(Change(customer_id, action, crm_id, payload, write, previous, {**agreed, **write},
-                                 crm_after, checksum, write_key))
+                                 crm_after, checksum))
 
 
 _UPSERT_DEAD = f"""
