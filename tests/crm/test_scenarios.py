@@ -17,7 +17,7 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
-from tierline import land, load, warehouse
+from tierline import land, load
 from tierline.crm import config as crm_config
 from tierline.crm import pull, sync
 from tierline.settings import PROJECT_ROOT
@@ -337,8 +337,7 @@ def test_a_pull_reads_what_changed_since_its_watermark(crm, wh, tmp_path):
     # the files load under the extract contract like any export
     for day in (DAY_1, DAY_2):
         manifest = land.land_extracts(landing, day, tmp_path / "landed")
-        with warehouse.connect(wh) as conn, conn.transaction():
-            loaded = load.load_date(conn, manifest, day, f"pull-{day}", "Asia/Shanghai")
+        loaded = load.load_date(wh, manifest, day, f"pull-{day}", "Asia/Shanghai")
         assert [(f.rows_read, f.rows_quarantined) for f in loaded] == [((3, 0) if day == DAY_1 else (1, 0))]
 
 
