@@ -18,7 +18,9 @@ environment variables (docs/crm.md).
 3. **reconcile** — read the written records back; fields the CRM holds differently go to
    `crm_sync.reconciliation` and the task's result.
 
-A run with nothing changed sends nothing. Every task is safe to repeat.
+Each task alerts (`tierline.alerts`) when its new conflicts, dead letters or mismatches reach the
+thresholds under `alerts` in `crm.yml`. A run with nothing changed sends nothing. Every task is
+safe to repeat.
 """
 
 from __future__ import annotations

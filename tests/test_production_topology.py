@@ -139,7 +139,7 @@ def topology(server_url, tmp_path_factory):
 
     from tierline import topology as topology_module
     from tierline.crm import config as crm_config
-    from tierline.crm.emulator import CrmEmulator
+    from tierline_dev.crm_emulators.configured import accounts_from_extract, emulator_for
 
     started = time.monotonic()
     uid = uuid.uuid4().hex[:8]
@@ -157,9 +157,10 @@ def topology(server_url, tmp_path_factory):
     generate.generate(landing, customers=300, days=2, seed=3, start_date=DAY1, dirty=False, progress=False)
 
     crm_settings = crm_config.load()
-    emulator = CrmEmulator(db_path=str(root / "crm.sqlite"))
+    emulator = emulator_for(crm_settings, db_path=str(root / "crm.sqlite"))
     emulator.__enter__()
-    emulator.define_module(crm_settings.module, crm_config.emulator_module(crm_settings))
+    # The customers came from this CRM: it holds their accounts, which the sync (update mode) updates.
+    accounts = emulator.seed(crm_settings.module, accounts_from_extract(crm_settings, landing))
     hooks = HttpReceiver().__enter__()
 
     api_port = free_port()
@@ -187,7 +188,7 @@ def topology(server_url, tmp_path_factory):
         "TIERLINE_CRM_RETRY_DELAY_SECONDS": "1",
         "AIRFLOW_CONN_TIERLINE_ALERTS_CHAT": chat_connection(hooks.port),
         "TIERLINE_ALERT_CONNECTIONS": "tierline_alerts_chat",
-        **{name: emulator.connector_kwargs()[arg] for arg, name in crm_config.ENV.items()},
+        **emulator.env(),
     })
     topo = Topology(root, env)
     try:
@@ -211,7 +212,7 @@ def topology(server_url, tmp_path_factory):
 
         wait_for(dags_parsed, 180, "the API server and the parsed DAGs", topo)
         yield {"api": api, "topology": topo, "url": warehouse_url, "landing": landing, "hooks": hooks,
-               "started": started, "emulator": emulator, "crm_module": crm_settings.module}
+               "started": started, "emulator": emulator, "crm_settings": crm_settings, "accounts": accounts}
     finally:
         topo.stop()
         hooks.__exit__(None, None, None)
@@ -263,7 +264,11 @@ def test_two_old_dates_publish_through_celery_and_trigger_crm_sync(topology):
     crm_runs = wait_for(crm_runs_done, 300, "crm_sync runs from the Asset event", topo)
     assert {r["run_type"] for r in crm_runs} == {"asset_triggered"}
     assert {r["state"] for r in crm_runs} == {"success"}, topo.tail()
-    assert len(topology["emulator"].records(topology["crm_module"])) == 300
+    crm_settings = topology["crm_settings"]
+    tier = next(f.crm_field for f in crm_settings.fields if f.column == "tier")
+    records = topology["emulator"].records(crm_settings.module)
+    assert len(records) == topology["accounts"] > 290  # every account updated, none created
+    assert all(record.get(tier) for record in records)
 
     # The scheduler's own run for the latest scheduled date (unpausing with catchup off creates
     # it) has no extract folder: its preflight fails once, is not retried, and alerts.

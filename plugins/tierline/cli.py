@@ -230,14 +230,20 @@ Where the results are
 
 def crm_sync(*, dry_run: bool = False, retry: bool = False, as_of: date | None = None) -> int:
     """Plan, push and reconcile (or only plan, into a file); exit 0 ok, 1 mismatches, 3 stopped early."""
+    from tierline.crm import config as crm_config
     from tierline.crm import sync as crm_sync_module
     from tierline.errors import TierlineError
 
     try:
-        result = crm_sync_module.sync(dry_run=dry_run, retry_dead_letters=retry, as_of=as_of)
+        cfg = crm_config.load()
+        result = crm_sync_module.sync(dry_run=dry_run, retry_dead_letters=retry, as_of=as_of, cfg=cfg)
     except TierlineError as exc:
         print(f"crm sync: {exc}", file=sys.stderr)
         return 2
+    if not dry_run:
+        result["alerts"] = crm_sync_module.alert(cfg, crm_sync_module.alert_counts(result), run_id=result["run_id"],
+                                                 as_of=result["plan"]["as_of_date"],
+                                                 task="crm-retry" if retry else "crm-sync")
     print(json.dumps(result, indent=2, ensure_ascii=False, default=str))
     if result["status"] == "dry_run":
         print(f"dry run: nothing was written; planned changes in {result['dry_run_file']}", file=sys.stderr)

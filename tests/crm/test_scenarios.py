@@ -17,7 +17,8 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
-from tierline import land, load
+from tests.receivers import HttpReceiver, chat_connection
+from tierline import alerts, cli, land, load
 from tierline.crm import config as crm_config
 from tierline.crm import pull, sync
 from tierline.settings import PROJECT_ROOT
@@ -352,3 +353,63 @@ def wait_for_lock_release(url: str, timeout: float = 10.0) -> None:
     while query(url, "select count(*) from pg_locks where locktype = 'advisory'") != [(0,)]:
         assert time.monotonic() < deadline, "the killed sync's advisory lock was never released"
         time.sleep(0.05)
+
+
+@pytest.fixture
+def alert_channel(monkeypatch):
+    """The pipeline's chat alert channel (tierline.alerts), a WeCom-style webhook on a local receiver."""
+    with HttpReceiver() as hooks:
+        monkeypatch.setenv("AIRFLOW_CONN_TIERLINE_ALERTS_CHAT", chat_connection(hooks.port))
+        monkeypatch.setenv(alerts.ENV_CONNECTIONS, "tierline_alerts_chat")
+        yield hooks
+
+
+def test_dead_letters_at_their_threshold_alert_and_conflicts_below_theirs_do_not(crm, wh, tmp_path, monkeypatch,
+                                                                                 capsys, alert_channel):
+    rows = [customer(n) for n in range(1, 4)]
+    crm.seed(rows)
+    publish(wh, rows)
+    crm.crm.reject_records([rows[1]["crm_record_id"]], field=crm.field("churn_risk"))
+    for name, value in {**crm.crm.env(), crm_config.ENV_CONFIG: str(crm.cfg.path), "TIERLINE_HOME": str(tmp_path)}.items():
+        monkeypatch.setenv(name, value)
+
+    assert cli.main(["crm-sync"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    crm.crm.clear_rejections()
+    crm.crm.advance_clock(2)
+    crm.edit(rows[0], "tier", crm.label("tier", "strategic"))
+    publish(wh, [customer(n, tier="vip") for n in range(1, 4)], NEXT_DAY)
+    assert cli.main(["crm-sync"]) == 0
+    second = json.loads(capsys.readouterr().out)
+
+    assert first["alerts"] == ["crm_dead_letters"]
+    assert (second["plan"]["new_conflicts"], second["alerts"]) == (1, [])  # 1 is below the shipped threshold of 20
+    [text] = alert_channel.texts()
+    for expected in ("crm_sync", "crm-sync", first["run_id"], "2026-11-01", "dead_letters 1", "alert_threshold 1",
+                     f"crm_sync.dead_letters where last_run_id = '{first['run_id']}'", crm.name):
+        assert expected in text, f"{expected!r} missing from the alert:\n{text}"
+
+
+def test_the_dag_tasks_alert_on_new_conflicts_and_reconcile_mismatches(crm, wh, tmp_path, alert_channel):
+    strict = crm.with_config(tmp_path, alerts={"dead_letters": 1, "reconcile_mismatches": 1, "new_conflicts": 1})
+    rows = [customer(1), customer(2)]
+    strict.seed(rows)
+    publish(wh, rows)
+    session = {"warehouse_url": wh, "connector": strict.connector(), "cfg": strict.cfg}
+
+    sync.plan_step("manual__first", **session)
+    sync.push_step("manual__first", **session)
+    strict.crm.advance_clock(2)
+    strict.edit(rows[1], "tier", strict.label("tier", "key"))  # a person, right after our write
+    mismatched = sync.reconcile_step("manual__first", **session)
+    strict.edit(rows[0], "tier", strict.label("tier", "strategic"))
+    publish(wh, [customer(1, tier="vip"), customer(2, tier="vip")], NEXT_DAY)
+    planned = sync.plan_step("manual__second", **session)
+
+    # the tier edited right after our write is held too once the warehouse wants another value
+    assert (mismatched["mismatch_count"], planned["new_conflicts"]) == (1, 2)
+    mismatch, conflict = alert_channel.texts()
+    assert "reconcile" in mismatch and "reconcile_mismatches 1" in mismatch
+    assert "crm_sync.reconciliation where run_id = 'manual__first'" in mismatch
+    assert "plan_changes" in conflict and "new_conflicts 2" in conflict and "2026-11-02" in conflict
+    assert "crm_sync.conflicts where run_id = 'manual__second'" in conflict

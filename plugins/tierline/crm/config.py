@@ -134,6 +134,14 @@ class Pull(_Strict):
     files: dict[str, PullFile] = {}
 
 
+class Alerts(_Strict):
+    """Counts of one sync run at which it notifies through ``tierline.alerts``; null never notifies."""
+
+    dead_letters: int | None = Field(1, ge=1)
+    reconcile_mismatches: int | None = Field(1, ge=1)
+    new_conflicts: int | None = Field(1, ge=1)
+
+
 class CrmConfig(_Strict):
     provider: Literal["zoho", "fxiaoke"] = "zoho"
     module: str = Field("Accounts", pattern=CRM_FIELD)
@@ -141,6 +149,7 @@ class CrmConfig(_Strict):
     connection: Connection = Connection()
     push: Push
     pull: Pull = Pull()
+    alerts: Alerts = Alerts()
 
 
 # -- resolved, ready-to-use form ---------------------------------------------------------------

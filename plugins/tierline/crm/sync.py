@@ -775,6 +775,48 @@ def _save_reconciliation(conn, cfg: Settings, run_id: str, result: ReconcileResu
                          (watermark, cfg.module, watermark))
 
 
+# -- alerts ------------------------------------------------------------------------------------
+
+# tierline.alerts kind -> crm.yml alerts key, what is counted, where to look (per run)
+ALERTS = {
+    "crm_dead_letters": ("dead_letters", "records the CRM refused or the value maps could not translate",
+                         "crm_sync.dead_letters where last_run_id = '{run}' (error_code, field, message); "
+                         "make crm-retry replays them once fixed"),
+    "crm_mismatches": ("reconcile_mismatches", "fields the read-back found different from what was written",
+                       "crm_sync.reconciliation where run_id = '{run}'"),
+    "crm_conflicts": ("new_conflicts", "people's edits in the CRM newly held back, not overwritten",
+                      "crm_sync.conflicts where run_id = '{run}' and resolved_at is null"),
+}
+
+
+def alert_counts(result: dict[str, Any]) -> dict[str, int]:
+    """The counts a sync's result (``sync``) alerts on."""
+    plan, push_ = result.get("plan") or {}, result.get("push") or {}
+    return {"crm_dead_letters": push_.get("dead_lettered", 0) + plan.get("mapping_errors", 0),
+            "crm_mismatches": (result.get("reconcile") or {}).get("mismatch_count", 0),
+            "crm_conflicts": plan.get("new_conflicts", 0)}
+
+
+def alert(cfg: Settings, counts: dict[str, int], *, run_id: str, as_of: Any, dag_id: str = "crm_sync",
+          task: str = "crm-sync") -> list[str]:
+    """Notify through the pipeline's alerts (``tierline.alerts``) for every count at or above its threshold
+    (``alerts`` in crm.yml); returns the kinds sent."""
+    due = []
+    for kind, count in counts.items():
+        key, what, where = ALERTS[kind]
+        threshold = getattr(cfg.raw.alerts, key)
+        if threshold is not None and count >= threshold:
+            due.append((kind, key, what, where, count, threshold))
+    if due:
+        from tierline import alerts
+
+        for kind, key, what, where, count, threshold in due:
+            alerts.notify(kind, dag_id=dag_id, as_of_date=as_of or "", task=task,
+                          reason=f"CRM sync run {run_id} ({cfg.provider} {cfg.module}): {count} {what}",
+                          counts={key: count, "alert_threshold": threshold}, where=where.format(run=run_id))
+    return [kind for kind, *_ in due]
+
+
 # -- entry points (CLI, DAG) -------------------------------------------------------------------
 
 
@@ -851,22 +893,38 @@ def _status(pushed: PushResult, reconciled: dict[str, Any]) -> str:
 
 
 def plan_step(run_id: str, *, as_of: date | None = None, **session: Any) -> dict[str, Any]:
-    """DAG task ``plan_changes``: plan and store the outbox."""
+    """DAG task ``plan_changes``: plan and store the outbox; alert on new conflicts and unmapped values."""
     with _session(session.get("warehouse_url"), session.get("connector"), session.get("cfg")) as (conn, crm, cfg):
         state.ensure(conn, cfg.provider)
         with state.run_lock(conn, cfg.module):
             planned = plan(conn, crm, cfg, run_id=run_id, as_of=as_of)
             save_plan(conn, planned)
-        return planned.summary()
+        summary = planned.summary()
+    counts = alert_counts({"plan": summary})
+    alert(cfg, {k: counts[k] for k in ("crm_conflicts", "crm_dead_letters")}, run_id=run_id,
+          as_of=summary["as_of_date"], task="plan_changes")
+    return summary
 
 
 def push_step(run_id: str, **session: Any) -> PushResult:
-    """DAG task ``push_changes``: drain the outbox."""
+    """DAG task ``push_changes``: drain the outbox; alert on the records the CRM refused."""
     with _session(session.get("warehouse_url"), session.get("connector"), session.get("cfg")) as (conn, crm, cfg):
-        return push(conn, crm, cfg, run_id=run_id)
+        result = push(conn, crm, cfg, run_id=run_id)
+        as_of = _run_date(conn, run_id)
+    alert(cfg, {"crm_dead_letters": result.dead_lettered}, run_id=run_id, as_of=as_of, task="push_changes")
+    return result
 
 
 def reconcile_step(run_id: str, **session: Any) -> dict[str, Any]:
-    """DAG task ``reconcile``: read back what the run wrote."""
+    """DAG task ``reconcile``: read back what the run wrote; alert on mismatches."""
     with _session(session.get("warehouse_url"), session.get("connector"), session.get("cfg")) as (conn, crm, cfg):
-        return reconcile(conn, crm, cfg, run_id=run_id).summary()
+        summary = reconcile(conn, crm, cfg, run_id=run_id).summary()
+        as_of = _run_date(conn, run_id)
+    alert(cfg, {"crm_mismatches": summary["mismatch_count"]}, run_id=run_id, as_of=as_of, task="reconcile")
+    return summary
+
+
+def _run_date(conn, run_id: str) -> str | None:
+    row = conn.execute(f"select result -> 'plan' ->> 'as_of_date' from {SCHEMA}.runs where run_id = %s",
+                       (run_id,)).fetchone()
+    return row[0] if row else None
