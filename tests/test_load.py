@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import date
+import csv
+import io
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -126,7 +128,7 @@ def test_wrong_number_of_fields_and_broken_quoting_are_quarantined(tmp_path, war
     customers = CUSTOMERS + 'C3,short,individual\nC4,"unclosed,individual,,2025-01-01,2025-01-01\n'
     run_load(tmp_path, warehouse_url, {"crm_customers.csv": customers})
     assert [(q[1], q[2]) for q in quarantine(warehouse_url)] == [
-        (4, "expected 6 fields, found 3"), (5, "malformed CSV quoting")]
+        (4, "expected 6 fields, found 3"), (5, "malformed CSV quoting (a quote is never closed)")]
 
 
 def test_code_outside_the_contract_and_out_of_range_score_are_quarantined(tmp_path, warehouse_url):
@@ -165,9 +167,9 @@ def test_headers_match_case_insensitively_in_any_order_with_extra_columns(tmp_pa
          "crm_customers.csv: the header is delimited by ';', the contract requires ','"),
         ("customer_id,customer_name,created_at,updated_at\nC1,a,2025-01-01,2025-01-01\n",
          "crm_customers.csv: missing required column(s) customer_type"),
-        (CUSTOMERS + 'C3,"half a row', "crm_customers.csv: the file is truncated"),
+        (CUSTOMERS + 'C3,"half a row', "crm_customers.csv, line 4: the file is truncated"),
         ("", "crm_customers.csv: the file is empty"),
-        (b"customer_id,customer_name\n\xff\xfe\xfa\n", "crm_customers.csv: cannot decode as utf-8 or gb18030"),
+        (b"customer_id,customer_n\xe9me\nC1,x\n", "crm_customers.csv, line 1 (the header): bytes that are not UTF-8"),
     ],
     ids=["wrong-delimiter", "missing-column", "truncated", "empty", "undecodable"],
 )
@@ -189,7 +191,8 @@ def test_reloading_a_date_is_idempotent_and_landing_is_content_addressed(tmp_pat
     with warehouse.connect(warehouse_url) as conn:
         assert conn.execute("select count(*) from raw.crm_customers").fetchone()[0] == 2
         assert conn.execute("select count(*) from raw.quarantine").fetchone()[0] == 1
-    landed = list((tmp_path / "landing" / AS_OF.isoformat()).glob("crm_customers.*.csv"))
+    area = tmp_path / "landing" / land.source_key(tmp_path / "inbox") / AS_OF.isoformat()
+    landed = list(area.glob("crm_customers.*.csv"))
     assert len(landed) == 1 and not landed[0].stat().st_mode & 0o222
 
 
@@ -219,3 +222,215 @@ def test_the_crm_record_id_is_optional_and_reaches_raw_tables_created_before_it(
         rows = conn.execute("select customer_id, _extract_date, crm_record_id from raw.crm_customers "
                             "order by 2, 1").fetchall()
     assert [(r[0], r[2]) for r in rows] == [("C1", "5725767000000000001"), ("C2", None), ("C1", None), ("C2", None)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Encodings (issue #8, item 4)
+
+
+def loaded_names(url: str) -> dict[str, str]:
+    with warehouse.connect(url) as conn:
+        return dict(conn.execute("select customer_id, customer_name from raw.crm_customers").fetchall())
+
+
+CUSTOMER_HEADER = "customer_id,customer_name,customer_type,created_at,updated_at\n"
+
+
+def customer(customer_id: str, name: str) -> str:
+    return f"{customer_id},{name},individual,2025-01-01,2025-01-01\n"
+
+
+def test_a_mostly_utf8_file_with_a_latin1_byte_is_utf8_and_only_that_line_is_quarantined(tmp_path, warehouse_url):
+    content = (CUSTOMER_HEADER + customer("C1", "李四") + customer("C2", "北京客户")).encode()
+    content += customer("C3", "Renée").encode("latin-1") + customer("C4", "王五").encode()
+    [result] = run_load(tmp_path, warehouse_url, {"crm_customers.csv": content})
+    assert (result.encoding, result.rows_loaded, result.rows_quarantined) == ("utf-8", 3, 1)
+    assert loaded_names(warehouse_url) == {"C1": "李四", "C2": "北京客户", "C4": "王五"}
+    [(_, line, reason, raw)] = quarantine(warehouse_url)
+    assert line == 4 and reason.startswith("bytes that are not UTF-8: e9 65") and "Ren\\xe9e" in raw
+
+
+def test_a_gbk_line_inside_a_utf8_file_is_quarantined_at_its_own_line(tmp_path, warehouse_url):
+    rows = [customer(f"C{i}", f"客户{i}").encode() for i in range(1, 9)]
+    rows[5] = customer("C6", "赵六").encode("gbk")  # line 7
+    run_load(tmp_path, warehouse_url, {"crm_customers.csv": CUSTOMER_HEADER.encode() + b"".join(rows)})
+    assert [(q[1], q[2][:26]) for q in quarantine(warehouse_url)] == [(7, "bytes that are not UTF-8: ")]
+    assert len(loaded_names(warehouse_url)) == 7
+
+
+def test_an_ascii_file_with_one_latin1_byte_is_not_read_as_gb18030(tmp_path, warehouse_url):
+    content = (CUSTOMER_HEADER + customer("C1", "Li Si")).encode() + customer("C2", "Renée").encode("latin-1")
+    [result] = run_load(tmp_path, warehouse_url, {"crm_customers.csv": content})
+    assert (result.encoding, result.rows_loaded, result.rows_quarantined) == ("utf-8", 1, 1)
+    assert [q[1] for q in quarantine(warehouse_url)] == [3]
+
+
+def test_a_gbk_file_with_rare_characters_is_still_gb18030(tmp_path, warehouse_url):
+    names = ["张三", "李喆", "王珺", "北京市朝阳区客户", "欧阳娜娜"]
+    content = (CUSTOMER_HEADER + "".join(customer(f"C{i}", n) for i, n in enumerate(names))).encode("gb18030")
+    [result] = run_load(tmp_path, warehouse_url, {"crm_customers.csv": content})
+    assert (result.encoding, result.path, result.rows_quarantined) == ("gb18030", "copy", 0)
+    assert sorted(loaded_names(warehouse_url).values()) == sorted(names)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bytes COPY cannot carry, line ends, line breaks in fields (issue #8, item 5; issue #9)
+
+
+@pytest.mark.parametrize(("byte", "code"), [(b"\x00", "U+0000"), (b"\x01", "U+0001"), (b"\x02", "U+0002")])
+def test_control_bytes_quarantine_their_record_naming_line_and_column(tmp_path, warehouse_url, byte, code):
+    content = (CUSTOMER_HEADER + customer("C1", "张三")).encode() + customer("C2", "Li\x00Si").encode().replace(
+        b"\x00", byte) + customer("C3", "王五").encode()
+    [result] = run_load(tmp_path, warehouse_url, {"crm_customers.csv": content})
+    assert (result.rows_read, result.rows_loaded, result.rows_quarantined, result.path) == (3, 2, 1, "parsed")
+    [(_, line, reason, raw)] = quarantine(warehouse_url)
+    assert (line, reason) == (3, f"control character {code} in customer_name")
+    assert raw.startswith("C2,Li") and raw.endswith(",individual,2025-01-01,2025-01-01")
+
+
+def test_mixed_crlf_and_lf_line_ends_load(tmp_path, warehouse_url):
+    content = (CUSTOMER_HEADER.replace("\n", "\r\n") + customer("C1", "张三").replace("\n", "\r\n")
+               + customer("C2", "李四") + customer("C3", "王五").replace("\n", "\r\n") + "C4,,individual,x,y\n")
+    [result] = run_load(tmp_path, warehouse_url, {"crm_customers.csv": content})
+    assert (result.rows_loaded, result.rows_quarantined, result.path) == (3, 1, "parsed")
+    assert loaded_names(warehouse_url) == {"C1": "张三", "C2": "李四", "C3": "王五"}
+    [(_, line, reason, raw)] = quarantine(warehouse_url)
+    assert (line, reason, raw) == (5, "missing required value in customer_name", "C4,,individual,x,y")
+
+
+def test_a_crlf_file_with_line_breaks_inside_quoted_fields_loads_with_exact_line_numbers(tmp_path, warehouse_url):
+    handle = io.StringIO()
+    writer = csv.writer(handle)  # as crm-pull writes: CRLF line ends, quoted fields as needed
+    writer.writerow(["customer_id", "customer_name", "customer_type", "city", "created_at", "updated_at"])
+    writer.writerow(["C1", "张三", "individual", "北京\n朝阳区\n三里屯", "2025-01-01", "2025-01-01"])
+    writer.writerow(["C2", "李四", "individual", "上海\r\n浦东", "2025-01-01", "2025-01-01"])
+    writer.writerow(["C3", "", "individual", "杭州", "2025-01-01", "2025-01-01"])
+    writer.writerow(["C4", "王五", "individual", "深圳", "2025-01-01", "2025-01-01"])
+    [result] = run_load(tmp_path, warehouse_url, {"crm_customers.csv": handle.getvalue()})
+    assert (result.rows_read, result.rows_loaded, result.rows_quarantined, result.path) == (4, 3, 1, "copy")
+    with warehouse.connect(warehouse_url) as conn:
+        assert conn.execute("select customer_id, city, _line_no from raw.crm_customers order by 1").fetchall() == [
+            ("C1", "北京\n朝阳区\n三里屯", 2), ("C2", "上海\r\n浦东", 5), ("C4", "深圳", 8)]
+    # lines 2-4 are C1, 5-6 are C2: C3 is line 7, its raw text without the line end
+    assert [(q[1], q[3]) for q in quarantine(warehouse_url)] == [(7, "C3,,individual,杭州,2025-01-01,2025-01-01")]
+
+
+def test_a_file_copy_refuses_is_parsed_record_by_record_with_the_same_result(tmp_path, warehouse_url):
+    good = [customer(f"C{i}", f"客户{i}") for i in range(1, 6)]
+    city_break = 'C6,"多行\n名字",individual,2025-01-01,2025-01-01\n'
+    content = CUSTOMER_HEADER + "".join(good[:2]) + city_break + "C9,short\n" + "".join(good[2:]) + "\n"
+    [result] = run_load(tmp_path, warehouse_url, {"crm_customers.csv": content})
+    assert (result.rows_read, result.rows_loaded, result.rows_quarantined, result.path) == (8, 6, 2, "parsed")
+    assert loaded_names(warehouse_url)["C6"] == "多行\n名字"
+    assert [(q[1], q[2], q[3]) for q in quarantine(warehouse_url)] == [
+        (6, "expected 5 fields, found 2", "C9,short"), (10, "blank line", "")]
+    with warehouse.connect(warehouse_url) as conn:
+        assert conn.execute("select _line_no from raw.crm_customers where customer_id = 'C3'").fetchone() == (7,)
+
+
+def test_an_unclosed_quote_quarantines_its_line_only(tmp_path, warehouse_url):
+    content = CUSTOMER_HEADER + customer("C1", "张三") + 'C2,"broken,individual,2025-01-01,2025-01-01\n' + "".join(
+        customer(f"C{i}", f"客户{i}") for i in range(3, 6))
+    [result] = run_load(tmp_path, warehouse_url, {"crm_customers.csv": content})
+    assert (result.rows_loaded, result.rows_quarantined) == (4, 1)
+    assert [(q[1], q[2]) for q in quarantine(warehouse_url)] == [(3, "malformed CSV quoting (a quote is never closed)")]
+
+
+def test_raw_text_of_a_row_quarantined_by_the_sql_checks_is_the_exact_line(tmp_path, warehouse_url):
+    content = CUSTOMER_HEADER.replace("\n", "\r\n") + (
+        'C1,"Zhang, San",individual,2025-01-01,2025-01-01\r\n'
+        'C2,"Li ""Si""",individual,2025-13-01,2025-01-01\r\n')
+    [result] = run_load(tmp_path, warehouse_url, {"crm_customers.csv": content})
+    assert result.path == "copy"
+    assert [(q[1], q[3]) for q in quarantine(warehouse_url)] == [
+        (3, 'C2,"Li ""Si""",individual,2025-13-01,2025-01-01')]
+    assert loaded_names(warehouse_url) == {"C1": "Zhang, San"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules the contract implies (issue #8, item 6)
+
+
+@pytest.mark.parametrize(
+    ("files", "reason"),
+    [
+        ({"sales_orders.csv": ORDERS_HEADER + "O1,C1,2026-10-01,completed,-5,0,-5,2026-10-01\n"},
+         "gross_amount -5 is below the minimum 0"),
+        ({"sales_orders.csv": ORDERS_HEADER + "O1,C1,2026-10-01,completed,5,0,-5,2026-10-01\n"},
+         "net_amount -5 is below the minimum 0"),
+        ({"sales_orders.csv": ORDERS_HEADER + "O1,C1,2026-10-01,completed,5,-1,5,2026-10-01\n"},
+         "discount_amount -1 is below the minimum 0"),
+        ({"sales_orders.csv": ORDERS_HEADER + f"O1,C1,2026-10-01,completed,5,0,1{'0' * 40},2026-10-01\n"},
+         f"net_amount 1{'0' * 40} does not fit numeric(18, 2)"),
+        ({"sales_orders.csv": ORDERS_HEADER + "O1,C1,2026-10-01,completed,\"12,345,678,901,234,567.00\",0,5,2026-10-01\n"},
+         "gross_amount 12,345,678,901,234,567.00 does not fit numeric(18, 2)"),
+        ({"sales_orders.csv": ORDERS_HEADER + "O1,C1,2026-10-01,completed,5,0,5,2099-01-01\n"},
+         "updated_at 2099-01-01 is in the future"),
+        ({"crm_customers.csv": CUSTOMER_HEADER + "C9,新客,individual,2030-01-01,2026-10-01\n"},
+         "created_at 2030-01-01 is in the future"),
+        ({"crm_customers.csv": "customer_id,customer_name,customer_type,birth_date,created_at,updated_at\n"
+                               "C9,新客,individual,2090-05-01,2025-01-01,2025-01-01\n"},
+         "birth_date 2090-05-01 is in the future"),
+        ({"sales_products.csv": "product_id,product_name,list_price,updated_at\nP9,x,-1,2025-01-01\n"},
+         "list_price -1 is below the minimum 0"),
+        ({"sales_orders.csv": ORDERS_HEADER + "O1,C1,2026-10-01,completed,NaN,0,5,2026-10-01\n"},
+         "unparsable numeric in gross_amount: NaN"),
+        ({"sales_orders.csv": ORDERS_HEADER + "O1,C1,2026-10-01,completed,5,0,Infinity,2026-10-01\n"},
+         "unparsable numeric in net_amount: Infinity"),
+        ({"sales_orders.csv": ORDERS_HEADER + "O1,C1,now,completed,5,0,5,2026-10-01\n"},
+         "unparsable timestamp in order_ts: now"),
+        ({"sales_orders.csv": ORDERS_HEADER + "O1,C1,2026-10-01,completed,\"1,2,3\",0,5,2026-10-01\n"},
+         "unparsable numeric in gross_amount: 1,2,3"),
+    ],
+    ids=["negative-gross", "negative-net", "negative-discount", "net-1e40", "gross-beyond-18-2", "updated-2099",
+         "created-2030", "birth-2090", "negative-list-price", "nan", "infinity", "now", "misplaced-separators"],
+)
+def test_values_the_contract_implies_are_impossible_are_quarantined(tmp_path, warehouse_url, files, reason):
+    results = run_load(tmp_path, warehouse_url, {"crm_customers.csv": CUSTOMERS, **files})
+    assert sum(r.rows_quarantined for r in results) == 1
+    assert [q[2] for q in quarantine(warehouse_url)] == [reason]
+
+
+def test_a_late_extract_may_hold_changes_made_after_its_date_but_nothing_in_the_future(tmp_path, warehouse_url):
+    # a backfill's CRM pull for a date a month ago holds the changes made up to the pull
+    day = date.today() - timedelta(days=30)
+    in_three_days = datetime.now() + timedelta(days=3)
+    customers = ("customer_id,customer_name,customer_type,birth_date,created_at,updated_at\n"
+                 f"C1,甲,individual,,2025-01-01,{date.today() - timedelta(days=1)} 10:00:00\n"
+                 f"C2,乙,individual,,2025-01-01,{in_three_days:%Y-%m-%d %H:%M:%S}\n"
+                 f"C3,丙,individual,{in_three_days:%Y-%m-%d},2025-01-01,2025-01-01\n")
+    orders = ORDERS_HEADER + f"O1,C1,{day + timedelta(days=1)} 10:00:00,completed,5,0,5,{day}\n"
+    run_load(tmp_path, warehouse_url, {"crm_customers.csv": customers, "sales_orders.csv": orders}, day)
+    assert [(q[1], q[2]) for q in quarantine(warehouse_url)] == [
+        (3, f"updated_at {in_three_days:%Y-%m-%d %H:%M:%S} is in the future"),
+        (4, f"birth_date {in_three_days:%Y-%m-%d} is in the future"),
+        (2, f"order_ts {day + timedelta(days=1)} 10:00:00 is after the extract date {day}"),
+    ]
+
+
+def test_the_parser_fallback_loads_exactly_what_copy_loads(tmp_path, warehouse_url):
+    rows = [
+        'C1,"Zhang, San",individual,北京,2025-01-01,2025-01-01 08:00:00',
+        'C2,"Li ""Si""",enterprise,"上海\n浦东",2025-01-01,2025-06-01T08:00:00+08:00',
+        "C3,  王五  ,individual,NULL,2025-01-01,2025-01-01",
+        "C4,赵六,INDIVIDUAL,,2025-01-01,2025-01-01",
+        "C5,,individual,杭州,2025-01-01,2025-01-01",
+    ]
+    header = "customer_id,customer_name,customer_type,city,created_at,updated_at\n"
+    clean = header + "".join(f"{r}\n" for r in rows)
+
+    def loaded(day: date, content: str) -> tuple[str, list[tuple]]:
+        [result] = run_load(tmp_path / day.isoformat(), warehouse_url, {"crm_customers.csv": content}, day)
+        with warehouse.connect(warehouse_url) as conn:
+            return result.path, conn.execute(
+                "select customer_id, customer_name, customer_type, city, created_at, updated_at, _line_no "
+                "from raw.crm_customers where _extract_date = %s order by customer_id", (day,)).fetchall()
+
+    fast = loaded(date(2026, 11, 1), clean)
+    # one more record with a control character: COPY could carry it, so the parser takes the file
+    slow = loaded(date(2026, 11, 2), clean + "C6,bad\x01name,individual,,2025-01-01,2025-01-01\n")
+    assert (fast[0], slow[0]) == ("copy", "parsed")
+    assert fast[1] == slow[1] and len(fast[1]) == 4
+    assert [(q[1], q[2]) for q in quarantine(warehouse_url)] == [
+        (7, "missing required value in customer_name"), (7, "missing required value in customer_name"),
+        (8, "control character U+0001 in customer_name")]

@@ -51,10 +51,14 @@ def ensure_schema(conn) -> None:
             created_at timestamptz not null default now(),
             decided_at timestamptz)
         """).format(statuses=statuses))
-    conn.execute("create unique index if not exists load_batch__one_published on raw.load_batch (extract_date) "
-                 "where status = 'published'")
-    conn.execute("create unique index if not exists load_batch__one_pending_per_run on raw.load_batch "
-                 "(extract_date, run_id) where status = 'pending'")
+    indexes = {r[0] for r in conn.execute(
+        "select indexname from pg_indexes where schemaname = %s and tablename = 'load_batch'", (RAW,))}
+    if "load_batch__one_published" not in indexes:
+        conn.execute("create unique index load_batch__one_published on raw.load_batch (extract_date) "
+                     "where status = 'published'")
+    if "load_batch__one_pending_per_run" not in indexes:
+        conn.execute("create unique index load_batch__one_pending_per_run on raw.load_batch (extract_date, run_id) "
+                     "where status = 'pending'")
     conn.execute(
         """
         create or replace function raw.visible_batches(p_as_of date, p_run_id text) returns setof bigint
@@ -101,10 +105,20 @@ def _upgrade(conn, table: str, date_column: str) -> None:
             key = ("batch_id", "file", "line_no") if table == "quarantine" else ("batch_id", "file")
             conn.execute(sql.SQL("alter table {} add primary key ({})").format(
                 target, sql.SQL(", ").join(ident(k) for k in key)))
-    if table not in LOG_TABLES:
-        conn.execute(sql.SQL("create index if not exists {} on {} (batch_id)").format(
-            ident(f"{table}__batch_id"), target))
-        conn.execute(sql.SQL("drop index if exists {}.{}").format(ident(RAW), ident(f"{table}__extract_date")))
+    if table in LOG_TABLES:
+        return
+    # DDL only where something changes: even a no-op ALTER waits for every reader of the table
+    indexes = {r[0] for r in conn.execute(
+        "select indexname from pg_indexes where schemaname = %s and tablename = %s", (RAW, table))}
+    if f"{table}__batch_brin" not in indexes:
+        # rows arrive batch after batch: a BRIN index finds a batch's rows at almost no cost per insert
+        conn.execute(sql.SQL("create index {} on {} using brin (batch_id)").format(
+            ident(f"{table}__batch_brin"), target))
+    for obsolete in indexes & {f"{table}__batch_id", f"{table}__extract_date"}:
+        conn.execute(sql.SQL("drop index {}.{}").format(ident(RAW), ident(obsolete)))
+    if "_file_sha256" in _columns(conn, table):
+        # the file's checksum is in raw.load_log (batch, file); 65 bytes a row were a third of a write
+        conn.execute(sql.SQL("alter table {} drop column _file_sha256").format(target))
 
 
 def open_batch(conn, as_of: date, run_id: str) -> int:
