@@ -2,8 +2,8 @@
 
     python bench/bench_load.py --customers 100000 [--repeat 1]
 
-Generates (or reuses) the same clean sample extracts as bench_pipeline.py, then in a fresh
-database: the floor (each file COPYed as CSV into a table of text columns, one after the other)
+Generates (or reuses) bench_pipeline.py's clean snapshot extracts, then in a fresh database: the
+floor (each file COPYed as CSV into a table of text columns, one after the other, nothing else)
 and the load stage (land + tierline.load.load_date, as the DAG's load_raw runs it). Prints both,
 per file, and writes bench/results/load_<customers>.json.
 """
@@ -20,44 +20,40 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 
-from tierline import contract, generate, land, load, settings, warehouse  # noqa: E402
+from bench_pipeline import START, prepare_data  # noqa: E402
+from psycopg import sql  # noqa: E402
 
-from bench_pipeline import START  # noqa: E402
+from tierline import contract, land, load, settings, warehouse  # noqa: E402
 
 
 def floor(url: str, folder: Path) -> dict[str, float]:
+    """Seconds per file of a plain CSV COPY into text columns."""
     seconds = {}
-    with warehouse.connect(url) as conn:
-        conn.execute("drop schema if exists floor cascade")
+    with warehouse.connect(url, autocommit=True) as conn:
         conn.execute("create schema floor")
-        conn.commit()
         for entity in contract.ENTITIES:
             path = folder / entity.file_name
-            if not path.exists():
-                continue
-            started = time.perf_counter()
-            header = path.open(encoding="utf-8-sig").readline().strip().split(",")
-            cols = ", ".join(f'"{h.strip().lower()}" text' for h in header)
-            conn.execute(f"create table floor.{entity.name} ({cols})")
-            with conn.cursor().copy(f"copy floor.{entity.name} from stdin with (format csv, header true)") as copy, \
-                    path.open("rb") as handle:
-                while chunk := handle.read(4 << 20):
-                    copy.write(chunk)
-            conn.commit()
-            seconds[entity.file_name] = time.perf_counter() - started
+            if path.exists():
+                started = time.perf_counter()
+                names = path.open(encoding="utf-8-sig").readline().strip().split(",")
+                table = sql.Identifier("floor", entity.name)
+                conn.execute(sql.SQL("create table {} ({})").format(table, sql.SQL(", ").join(
+                    sql.SQL("{} text").format(sql.Identifier(n.strip().lower())) for n in names)))
+                statement = sql.SQL("copy {} from stdin (format csv, header true)").format(table)
+                with conn.cursor().copy(statement) as copy, path.open("rb") as handle:
+                    for chunk in iter(lambda: handle.read(1 << 22), b""):
+                        copy.write(chunk)
+                seconds[entity.file_name] = time.perf_counter() - started
     return seconds
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
-    data = settings.home() / "bench" / f"landing_{args.customers}_2_1"
-    if not (data / ".complete").exists():
-        print(f"generating {args.customers:,} customers -> {data}", flush=True)
-        generate.generate(data, customers=args.customers, days=2, seed=1, start_date=START, dirty=False)
-        (data / ".complete").touch()
+    data, _ = prepare_data(args.customers, args.seed)
     folder = data / START.isoformat()
     rows = {p.name: sum(1 for _ in p.open("rb")) - 1 for p in sorted(folder.glob("*.csv"))}
     print(json.dumps(rows), flush=True)
@@ -68,7 +64,7 @@ def main() -> int:
         try:
             floor_files = floor(url, folder)
             started = time.perf_counter()
-            manifest = land.land_extracts(data, START, settings.home() / "bench" / f"landing_area_{attempt}")
+            manifest = land.land_extracts(data, START, settings.home() / "bench" / "landing_area")
             landed = time.perf_counter() - started
             loads = load.load_date(url, manifest, START, f"bench-load-{attempt}", "Asia/Shanghai")
             total = time.perf_counter() - started
