@@ -11,7 +11,7 @@ import hashlib
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -83,7 +83,7 @@ def day(value: str) -> date:
     return date.fromisoformat(value.strip())
 
 
-PARSERS = {"int": integer, "numeric": number, "timestamp": timestamp, "date": day}
+PARSERS = {"int": integer, "numeric": number, "amount": number, "timestamp": timestamp, "date": day}
 
 
 def local_date(value: str) -> date:
@@ -168,16 +168,22 @@ def row_problem(entity: contract.Entity, row: dict[str, str], as_of: date) -> st
             try:
                 parsed = parser(value)
             except ValueError:
-                return "bad_number" if column.type in ("int", "numeric") else "bad_timestamp"
+                return "bad_number" if column.type in ("int", "numeric", "amount") else "bad_timestamp"
+            if column.type == "amount" and abs(parsed) >= 10 ** (contract.AMOUNT_PRECISION - contract.AMOUNT_SCALE):
+                return f"{column.name} beyond numeric(18, 2)"
             if column.min is not None and parsed < column.min:
                 return "negative_quantity" if column.name == "quantity" else f"{column.name} below minimum"
             if column.max is not None and parsed > column.max:
                 return f"{column.name} above maximum"
         if column.choices and value.strip().lower() not in column.choices:
             return f"{column.name} not a known code"
-    for name in entity.not_after_run_date:
-        if local_date(row[name]) > as_of:
+        if column.not_after == "extract_date" and local_date(value) > as_of:
             return "future_order"
+        if column.not_after == "load":
+            moment = parsed if isinstance(parsed, datetime) else datetime.combine(parsed, time(), SHANGHAI)
+            end_of_date = datetime.combine(as_of + timedelta(days=1), time(), SHANGHAI)
+            if moment >= max(end_of_date, datetime.now(SHANGHAI)) + timedelta(days=contract.EVENT_GRACE_DAYS):
+                return f"{column.name} in the future"
     return None
 
 
