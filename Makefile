@@ -13,6 +13,14 @@ CRM ?= zoho
 DAYS ?= 3
 SCALE ?= 100000
 
+# Variables a user passes (make run AS_OF=...) reach the CLI through the environment, never pasted
+# into a recipe: `$(value X)` keeps make from expanding a `$(...)` inside them, `export` hands the
+# literal text to the recipe's environment, and recipes read them as "$$X", which the shell
+# substitutes without interpreting. A new user variable is added to this list, and used as "$$X".
+USER_VARIABLES := LANDING AS_OF SPEC CUSTOMERS DAYS SCALE DRY_RUN CRM FROM TO FORCE
+$(foreach v,$(USER_VARIABLES),$(if $(filter undefined,$(origin $(v))),,$(eval override $(v) := $$(value $(v)))))
+export $(USER_VARIABLES)
+
 .DEFAULT_GOAL := help
 .PHONY: help venv demo test run backfill preflight lint bench bench-crm simulate holdout warehouse-url stop clean crm-sync crm-retry
 
@@ -28,21 +36,21 @@ $(STAMP): requirements.txt
 venv: $(STAMP) ## create .venv from the pinned requirements.txt
 
 demo: $(STAMP) ## generate sample extracts, run the whole DAG for each date, print where results are (CRM=fxiaoke: sync to the 纷享销客 emulator)
-	$(BIN)/python -m tierline.cli demo --customers $(CUSTOMERS) --days $(DAYS) --crm $(CRM)
+	$(BIN)/python -m tierline.cli demo --customers "$$CUSTOMERS" --days "$$DAYS" --crm "$$CRM"
 
 test: $(STAMP) ## run the whole test suite (real PostgreSQL, dbt, GX, Airflow)
 	$(BIN)/pytest -q
 
 run: $(STAMP) ## run the DAG for one date: make run LANDING=<dir> AS_OF=<YYYY-MM-DD>
-	@test -n "$(LANDING)" -a -n "$(AS_OF)" || { echo "usage: make run LANDING=<dir> AS_OF=<YYYY-MM-DD>"; exit 2; }
-	$(BIN)/python -m tierline.cli run --landing "$(LANDING)" --as-of "$(AS_OF)"
+	@test -n "$$LANDING" -a -n "$$AS_OF" || { echo "usage: make run LANDING=<dir> AS_OF=<YYYY-MM-DD>"; exit 2; }
+	$(BIN)/python -m tierline.cli run --landing "$$LANDING" --as-of "$$AS_OF"
 
 backfill: $(STAMP) ## run every date folder in a range, oldest first: make backfill LANDING=<dir> FROM=<date> TO=<date> [FORCE=1]
-	@test -n "$(LANDING)" -a -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make backfill LANDING=<dir> FROM=<YYYY-MM-DD> TO=<YYYY-MM-DD> [FORCE=1]"; exit 2; }
-	$(BIN)/python -m tierline.cli backfill --landing "$(LANDING)" --from "$(FROM)" --to "$(TO)" $(if $(filter 1 yes true,$(FORCE)),--force)
+	@test -n "$$LANDING" -a -n "$$FROM" -a -n "$$TO" || { echo "usage: make backfill LANDING=<dir> FROM=<YYYY-MM-DD> TO=<YYYY-MM-DD> [FORCE=1]"; exit 2; }
+	$(BIN)/python -m tierline.cli backfill --landing "$$LANDING" --from "$$FROM" --to "$$TO" $(if $(filter 1 yes true,$(FORCE)),--force)
 
 preflight: $(STAMP) ## check config, warehouse, landing and date folder in seconds: make preflight [LANDING=<dir>] [AS_OF=<date>]
-	$(BIN)/python -m tierline.cli preflight $(if $(LANDING),--landing "$(LANDING)") $(if $(AS_OF),--as-of "$(AS_OF)")
+	$(BIN)/python -m tierline.cli preflight $(if $(LANDING),--landing "$$LANDING") $(if $(AS_OF),--as-of "$$AS_OF")
 
 lint: $(STAMP) ## ruff (with AIR3) and sqlfluff on the dbt models
 	$(BIN)/ruff check dags plugins devtools tests bench
@@ -50,7 +58,7 @@ lint: $(STAMP) ## ruff (with AIR3) and sqlfluff on the dbt models
 
 bench: $(STAMP) ## full refresh + incremental days at SCALE customers (default 100000) vs floor and peers, BTYD fit on 1M; bench/results/
 	$(BIN)/python bench/bench_btyd.py
-	$(BIN)/python bench/bench_pipeline.py --customers $(SCALE)
+	$(BIN)/python bench/bench_pipeline.py --customers "$$SCALE"
 
 bench-crm: $(STAMP) ## CRM connector and sync throughput, Zoho and 纷享销客, each under its documented rate limit
 	$(BIN)/python bench/bench_crm.py
@@ -58,8 +66,8 @@ bench-crm: $(STAMP) ## CRM connector and sync throughput, Zoho and 纷享销客,
 	$(BIN)/python bench/bench_crm_sync.py --provider fxiaoke
 
 simulate: $(STAMP) ## what-if of a tier specification, nothing published: make simulate SPEC=<file>
-	@test -n "$(SPEC)" || { echo "usage: make simulate SPEC=<tier_spec.yml>"; exit 2; }
-	$(BIN)/python -m tierline.simulate --spec "$(SPEC)"
+	@test -n "$$SPEC" || { echo "usage: make simulate SPEC=<tier_spec.yml>"; exit 2; }
+	$(BIN)/python -m tierline.simulate --spec "$$SPEC"
 
 holdout: $(STAMP) ## CDNOW holdout report (predicted vs actual repeat purchases): reports/cdnow/
 	$(BIN)/python -m tierline.btyd holdout --transactions tests/data/cdnow/CDNOW_sample.txt --out reports/cdnow

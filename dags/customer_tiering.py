@@ -18,7 +18,8 @@ Daily, per logical date (the extract date, `<landing>/<YYYY-MM-DD>/*.csv` per EX
 10. **report** — run summary (rows, quarantine, tier mix, time per stage) as text and HTML.
 
 A failed gate stops everything after it: nothing is published and the last good publication
-stays as it was. Data and rule failures are not retried; infrastructure errors are.
+stays as it was. Only warehouse connection and server failures are retried (dbt's included);
+data, rule, configuration and test failures fail the run at once (`tierline.errors`).
 Params: `landing` — the folder holding the date folders.
 """
 
@@ -38,18 +39,24 @@ PUBLISHED_ASSETS = [Asset(asset_uri(table), extra={"table": f"analytics.{table}"
 
 
 def _run(stage: str, *args, **context):
-    """Run one stage of tierline.pipeline for this DAG run, failing fast on data errors."""
+    """Run one stage of tierline.pipeline for this DAG run; only a transient failure is retried.
+
+    Everything happens inside the ``try``, reading the configuration included: a typo in a
+    config file is as permanent as a bad extract (tierline.errors decides which is which).
+    """
     from airflow.sdk.exceptions import AirflowFailException
 
-    from tierline import pipeline
-    from tierline.errors import TierlineError
+    from tierline import errors, pipeline
 
-    ctx = pipeline.context(context["ds"], context["run_id"], context["params"]["landing"])
     try:
+        ctx = pipeline.context(context["ds"], context["run_id"], context["params"]["landing"],
+                               try_number=context["ti"].try_number)
         return getattr(pipeline, stage)(ctx, *args)
-    except TierlineError as exc:
-        # Bad data or a failed check does not get better by retrying.
-        raise AirflowFailException(str(exc)) from exc
+    except Exception as exc:
+        if errors.is_transient(exc):
+            raise  # the warehouse's connection or server: Airflow retries the task
+        # Bad data, a failed check, a refused lock or a bug does not get better by retrying.
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _gate(name: str, context):

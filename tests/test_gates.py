@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 
 from tierline import gates, warehouse
+from tierline.errors import TransientError, is_transient
 
 SCHEMAS = {"raw": "t_raw", "crm": "t_crm"}
 
@@ -276,10 +277,10 @@ def test_bad_suites_name_the_file_and_the_problem(suites, expectation, error):
     assert str(path) in str(raised.value)
 
 
-def test_unreachable_warehouse_is_an_error_not_a_failed_gate(suites):
+def test_unreachable_warehouse_is_a_transient_error_not_a_failed_gate(suites):
     suites("raw", "sales_orders", "raw", expect("expect_column_values_to_not_be_null", column="order_id"))
 
-    with pytest.raises(warehouse.WarehouseError, match="cannot connect") as raised:
+    with pytest.raises(TransientError, match="cannot connect") as raised:
         gates.run_gate(
             "raw",
             "postgresql://nobody:secret@/nowhere?host=/nonexistent",
@@ -287,6 +288,7 @@ def test_unreachable_warehouse_is_an_error_not_a_failed_gate(suites):
             expectations_dir=suites.root,
         )
     assert "secret" not in str(raised.value)
+    assert is_transient(raised.value)
 
 
 @pytest.mark.parametrize(("max_rate", "passed"), [(Decimal("0.01"), True), (0.001, False)])

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tierline import settings, warehouse
-from tierline.errors import TierlineError
+from tierline.errors import TierlineError, TransientError, is_transient
 
 # Read at execution only (never in a config(), a ref or a schema name), so they stay out of parsing.
 EXECUTION_VARS = ("as_of_date", "run_id")
@@ -61,6 +61,33 @@ def _vars_json(dbt_vars: dict) -> str:
     return json.dumps(dbt_vars, ensure_ascii=False, default=str, sort_keys=True)
 
 
+def _lost_connection(outcome, run_results: dict, before: dict | None, warehouse_url: str) -> str | None:
+    """Why a failed dbt invocation is the warehouse's fault (retry it), or None (the data's).
+
+    dbt reports a dropped connection as a failed node with a message, so the node results are not
+    read for it: an exception dbt raised is classified by its type (``errors.is_transient``), and
+    a node that errored is blamed on the warehouse only when the server itself says so: it cannot
+    be reached now, it restarted during the build, or it counted sessions killed, lost or ended by
+    a fatal error in this database meanwhile (``pg_stat_database``). Failed data tests are never
+    the warehouse's fault.
+    """
+    if outcome.exception is not None and is_transient(outcome.exception):
+        return f"dbt could not use the warehouse ({type(outcome.exception).__name__})"
+    errored = [r for r in run_results.get("results", []) if r.get("status") in ("error", "runtime error")]
+    if outcome.exception is None and not errored:
+        return None
+    after = warehouse.server_state(warehouse_url)
+    if after is None:
+        return "the warehouse cannot be reached after the build failed"
+    if before is None:
+        return None
+    if after["started_at"] != before["started_at"]:
+        return f"the warehouse restarted during the build (up since {after['started_at']})"
+    if after["sessions_lost"] > before["sessions_lost"]:
+        return "the warehouse ended sessions of this database during the build (killed, lost or fatal)"
+    return None
+
+
 def invoke(command: list[str], name: str, *, warehouse_url: str, dbt_vars: dict, build_schema: str,
             run_dir: Path) -> DbtResult:
     from dbt.cli.main import dbtRunner
@@ -77,6 +104,7 @@ def invoke(command: list[str], name: str, *, warehouse_url: str, dbt_vars: dict,
         "--log-path", str(artifacts),
         "--no-use-colors",
     ]
+    before = warehouse.server_state(warehouse_url)
     started = time.perf_counter()
     parse_vars = {k: v for k, v in dbt_vars.items() if k not in EXECUTION_VARS}
     parsed = dbtRunner().invoke(["parse", "--vars", _vars_json(parse_vars), *common])
@@ -95,8 +123,12 @@ def invoke(command: list[str], name: str, *, warehouse_url: str, dbt_vars: dict,
         artifacts / "run_results.json").exists() else {}
     if not outcome.success:
         detail = _summarise_failures(run_results) or [f"  {outcome.exception}"]
-        raise DbtFailed(f"dbt {command[0]} of {name} failed:\n" + "\n".join(detail)
-                        + f"\nLogs and run_results.json: {artifacts}")
+        message = (f"dbt {command[0]} of {name} failed:\n" + "\n".join(detail)
+                   + f"\nLogs and run_results.json: {artifacts}")
+        lost = _lost_connection(outcome, run_results, before, warehouse_url)
+        if lost:
+            raise TransientError(f"{message}\nRetryable: {lost}") from outcome.exception
+        raise DbtFailed(message) from outcome.exception
     return DbtResult(name, seconds, len(run_results.get("results", [])), artifacts)
 
 

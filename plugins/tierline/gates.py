@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tierline import settings, warehouse
+from tierline.errors import TransientError
 
 log = logging.getLogger(__name__)
 
@@ -360,7 +361,8 @@ def _gx_context(warehouse_url: str, schemas: dict[str, str], schema_keys: set[st
     variables = {}
     for key in sorted(schema_keys):
         url = make_url(warehouse.sqlalchemy_url(warehouse_url))
-        options = " ".join(filter(None, [url.query.get("options"), f"-csearch_path={schemas[key]}"]))
+        options = " ".join(filter(None, [url.query.get("options"), warehouse.SESSION_OPTIONS,
+                                         f"-csearch_path={schemas[key]}"]))
         variables[_url_variable(key)] = url.update_query_dict({"options": options}).render_as_string(
             hide_password=False
         )
@@ -381,7 +383,7 @@ def _gx_context(warehouse_url: str, schemas: dict[str, str], schema_keys: set[st
                 f"warehouse_{key}", connection_string="${" + _url_variable(key) + "}"
             )
         except TestConnectionError as exc:
-            raise warehouse.WarehouseError(
+            raise TransientError(
                 f"quality gate cannot connect to {warehouse.redacted(warehouse_url)}: {_root_cause(exc)}"
             ) from exc
     return context, datasources

@@ -16,7 +16,7 @@ from datetime import date
 from pathlib import Path
 
 from tierline import config as config_module
-from tierline import settings, warehouse
+from tierline import errors, settings, warehouse
 from tierline.errors import QualityGateFailed
 
 
@@ -30,6 +30,7 @@ class RunContext:
     run_dir: Path
     # rebuild every incremental model and history table from scratch instead of updating it
     full_refresh: bool = False
+    try_number: int = 1  # Airflow's attempt of the current task (1 = first try)
 
     @property
     def schemas(self) -> dict[str, str]:
@@ -47,10 +48,10 @@ def run_folder(as_of: date, run_id: str) -> Path:
     return path
 
 
-def context(as_of: date | str, run_id: str, landing: str | Path) -> RunContext:
+def context(as_of: date | str, run_id: str, landing: str | Path, try_number: int = 1) -> RunContext:
     as_of = date.fromisoformat(str(as_of)[:10])
     return RunContext(as_of, run_id, Path(landing), warehouse.url(), config_module.load(),
-                      run_folder(as_of, run_id))
+                      run_folder(as_of, run_id), try_number)
 
 
 def _jsonable(value):
@@ -64,12 +65,12 @@ def _jsonable(value):
 def run_stage(ctx: RunContext, name: str, func):
     """Run one stage, recording its timing and result, or its failure, in the run folder."""
     started = time.perf_counter()
-    record = {"stage": name, "as_of_date": ctx.as_of.isoformat(), "run_id": ctx.run_id}
+    record = {"stage": name, "as_of_date": ctx.as_of.isoformat(), "run_id": ctx.run_id, "try_number": ctx.try_number}
     try:
         result = func()
     except Exception as exc:
         record.update(status="failed", seconds=round(time.perf_counter() - started, 2),
-                      error=str(exc), error_type=type(exc).__name__)
+                      error=str(exc), error_type=type(exc).__name__, retryable=errors.is_transient(exc))
         (ctx.run_dir / "failure.json").write_text(json.dumps(record, indent=2, ensure_ascii=False))
         (ctx.run_dir / f"stage_{name}.json").write_text(
             json.dumps({**record, "traceback": traceback.format_exc()}, indent=2, ensure_ascii=False))

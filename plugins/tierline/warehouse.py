@@ -108,10 +108,40 @@ def drop_database(warehouse_url: str) -> None:
         conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(database)))
 
 
+# Every pipeline session (psycopg here, dbt through PGOPTIONS, Great Expectations through its URL)
+# runs with these settings, so that a killed pipeline process never leaves a backend holding
+# locks that BI readers or the next run wait on: the server checks that the client is still there
+# every 2 s while a query runs (PostgreSQL >= 14) and ends a session idle inside a transaction
+# after 10 minutes. TCP keepalives do the same for a session whose client host disappeared.
+SESSION_OPTIONS = "-c client_connection_check_interval=2000 -c idle_in_transaction_session_timeout=600000"
+KEEPALIVES = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10", "keepalives_count": "3"}
+
+
+def session_options(warehouse_url: str) -> str:
+    """The URL's own libpq ``options`` followed by the pipeline's session settings."""
+    return " ".join(filter(None, [conninfo_to_dict(warehouse_url).get("options"), SESSION_OPTIONS]))
+
+
 @contextmanager
 def connect(warehouse_url: str | None = None, **kwargs):
-    with psycopg.connect(warehouse_url or url(), **kwargs) as conn:
+    target = warehouse_url or url()
+    kwargs = {**KEEPALIVES, "options": session_options(target), **kwargs}
+    with psycopg.connect(target, **kwargs) as conn:
         yield conn
+
+
+def server_state(warehouse_url: str) -> dict | None:
+    """When the server started and how many sessions of this database it ended abnormally
+    (killed, lost client, fatal error); None when it cannot be reached. Comparing two readings
+    tells whether a failure in between was the warehouse's (``tierline.dbt``)."""
+    try:
+        with psycopg.connect(warehouse_url, connect_timeout=5, autocommit=True) as conn:
+            started_at, lost = conn.execute(
+                "select pg_postmaster_start_time(), coalesce(sessions_killed + sessions_abandoned + sessions_fatal, 0) "
+                "from pg_stat_database where datname = current_database()").fetchone()
+    except psycopg.OperationalError:
+        return None
+    return {"started_at": started_at, "sessions_lost": lost}
 
 
 def dbt_env(warehouse_url: str) -> dict[str, str]:
@@ -123,6 +153,7 @@ def dbt_env(warehouse_url: str) -> dict[str, str]:
         "TIERLINE_DB_USER": params.get("user") or "postgres",
         "TIERLINE_DB_PASSWORD": params.get("password") or "",
         "TIERLINE_DB_NAME": params.get("dbname") or "postgres",
+        "PGOPTIONS": session_options(warehouse_url),
     }
 
 

@@ -1,0 +1,168 @@
+"""Retries match the failure (issue 8, item 10): the warehouse's failures are retried wherever
+they happen, dbt included; data, rule, configuration and test failures never are.
+
+The Airflow tests run the real DAG (`airflow dags test` through the CLI) against a private
+PostgreSQL that the test starts, restarts and stops by its own pid.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.private_pg import PrivatePostgres
+from tierline import cli, generate, settings, warehouse
+from tierline.errors import ConfigError, TransientError, is_transient
+
+DAY = date(2026, 11, 1)
+
+
+def test_connection_and_server_errors_are_transient_data_errors_are_not(warehouse_url, tmp_path):
+    with pytest.raises(psycopg.OperationalError) as refused:
+        psycopg.connect(f"postgresql://nobody@/x?host={tmp_path}", connect_timeout=2)
+    assert is_transient(refused.value)
+    with warehouse.connect(warehouse_url) as conn:
+        with pytest.raises(psycopg.DataError) as overflow:
+            conn.execute("select 1e40::numeric(18, 2)")
+    assert not is_transient(overflow.value)
+    assert not is_transient(ConfigError("config/tier_spec.yml: invalid"))
+    # a killed session (admin shutdown, 57P01) is the server's doing, wherever it surfaces
+    with warehouse.connect(warehouse_url, autocommit=True) as victim, warehouse.connect(warehouse_url) as admin:
+        admin.execute("select pg_terminate_backend(%s)", (victim.info.backend_pid,))
+        with pytest.raises(psycopg.OperationalError) as killed:
+            victim.execute("select 1")
+    assert is_transient(killed.value)
+    assert is_transient(RuntimeError("wrapped")) is False
+    try:
+        try:
+            raise killed.value
+        except psycopg.Error as exc:
+            raise RuntimeError("a library wrapped it") from exc
+    except RuntimeError as wrapped:
+        assert is_transient(wrapped)
+
+
+@pytest.fixture(scope="module")
+def private_server():
+    server = PrivatePostgres().init().start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def airflow_run(private_server, tmp_path, monkeypatch):
+    """Run the DAG for DAY against a fresh database of the private server; 1 s retry delay."""
+    url = private_server.url(f"retries_{int(time.time() * 1000) % 10**9}")
+    warehouse.ensure_database(url)
+    monkeypatch.setenv(warehouse.ENV_URL, url)
+    monkeypatch.setenv("TIERLINE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TIERLINE_RETRY_DELAY_SECONDS", "1")
+    landing = tmp_path / "landing"
+    generate.generate(landing, customers=150, days=1, seed=5, start_date=DAY, progress=False)
+
+    def run():
+        started = time.monotonic()
+        code = cli.run(landing, DAY, quiet=True)
+        return code, time.monotonic() - started
+
+    yield {"url": url, "landing": landing, "run": run, "server": private_server}
+
+
+def _stage(name: str) -> dict:
+    run_dir = max((settings.runs_dir() / DAY.isoformat()).iterdir(), key=lambda p: p.stat().st_mtime)
+    return json.loads((run_dir / f"stage_{name}.json").read_text())
+
+
+def test_warehouse_restart_during_dbt_staging_is_retried_and_the_run_publishes(airflow_run):
+    server: PrivatePostgres = airflow_run["server"]
+    restarted = threading.Event()
+    stop = threading.Event()
+
+    def restart_when_dbt_runs():
+        while not stop.is_set() and not restarted.is_set():
+            try:
+                with psycopg.connect(server.url("postgres"), connect_timeout=2, autocommit=True) as conn:
+                    busy = conn.execute(
+                        "select count(*) from pg_stat_activity where application_name = 'dbt' and state = 'active' "
+                        "and datname = %s", (psycopg.conninfo.conninfo_to_dict(airflow_run["url"])["dbname"],)
+                    ).fetchone()[0]
+            except psycopg.OperationalError:
+                busy = 0
+            if busy:
+                server.restart()
+                restarted.set()
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=restart_when_dbt_runs, daemon=True)
+    watcher.start()
+    try:
+        code, _ = airflow_run["run"]()
+    finally:
+        stop.set()
+        watcher.join(timeout=60)
+    assert restarted.is_set(), "the warehouse was never restarted during a dbt build"
+    assert code == 0, "the run did not finish by itself after the warehouse restarted"
+    staging = _stage("dbt_staging")
+    assert staging["status"] == "ok" and staging["try_number"] >= 2
+    with warehouse.connect(airflow_run["url"]) as conn:
+        assert conn.execute("select count(*) from analytics.publication_log where as_of_date = %s",
+                            (DAY,)).fetchone()[0] == 1
+
+
+def test_failed_dbt_test_is_not_retried(airflow_run):
+    from tierline import load
+
+    # history that breaks a dbt relationships test (an interaction of an unknown customer,
+    # written straight into raw, as a bad migration would): the data's fault, not the server's
+    with warehouse.connect(airflow_run["url"]) as conn:
+        load.ensure_raw_schema(conn)
+        columns = [r[0] for r in conn.execute(
+            "select column_name from information_schema.columns where table_schema = 'raw' "
+            "and table_name = 'crm_interactions'")]
+        values = {"interaction_id": "BROKEN-1", "customer_id": "NOBODY", "channel": "phone",
+                  "occurred_at": "2026-10-30 10:00:00", "updated_at": "2026-10-30 10:00:00",
+                  "_extract_date": DAY - timedelta(days=2), "_line_no": 2, "_file_sha256": "injected"}
+        conn.execute(
+            f"insert into raw.crm_interactions ({', '.join(columns)}) values ({', '.join(['%s'] * len(columns))})",
+            [values.get(c) for c in columns])
+    code, _ = airflow_run["run"]()
+    assert code != 0
+    staging = _stage("dbt_staging")
+    assert staging["status"] == "failed" and staging["try_number"] == 1
+    assert staging["error_type"] == "DbtFailed" and staging["retryable"] is False
+    assert "relationships" in staging["error"]
+
+
+def test_config_typo_fails_at_once_without_retries(airflow_run, tmp_path, monkeypatch):
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    source = settings.PROJECT_ROOT / "config"
+    (config_dir / "tierline.yml").write_text((source / "tierline.yml").read_text().replace(
+        "max_quarantine_rate:", "max_quarantine_rat:"))
+    (config_dir / "tier_spec.yml").write_text((source / "tier_spec.yml").read_text())
+    monkeypatch.setenv("TIERLINE_CONFIG", str(config_dir / "tierline.yml"))
+    monkeypatch.setenv("TIERLINE_RETRY_DELAY_SECONDS", "30")
+    code, seconds = airflow_run["run"]()
+    assert code != 0
+    log = (settings.home() / "logs" / f"{cli.DAG_ID}_{DAY.isoformat()}.log").read_text()
+    assert "max_quarantine_rat" in log and "ConfigError" in log
+    # two retries would have waited 2 x 30 s
+    assert seconds < 60, f"a configuration error took {seconds:.0f} s to fail: it was retried"
+
+
+def test_dbt_connection_failure_is_transient(tmp_path, monkeypatch):
+    from tierline import dbt, pipeline
+
+    monkeypatch.setenv("TIERLINE_HOME", str(tmp_path))
+    monkeypatch.setenv(warehouse.ENV_URL, f"postgresql://postgres@/nowhere?host={tmp_path}")
+    ctx = pipeline.context(DAY, "refused", tmp_path)
+    with pytest.raises(TransientError, match="Retryable"):
+        dbt.build("staging", warehouse_url=ctx.warehouse_url, dbt_vars=ctx.dbt_vars(), build_schema="b",
+                  run_dir=ctx.run_dir)
+    assert Path(ctx.run_dir).exists()
