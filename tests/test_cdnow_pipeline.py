@@ -50,16 +50,16 @@ def fitted(tmp_path, warehouse_url):
     loads = load.load_date(warehouse_url, manifest, CALIBRATION_END, "cdnow", "Asia/Shanghai")
     cfg = config.load()
     ctx = RunContext(CALIBRATION_END, "cdnow", tmp_path, warehouse_url, cfg, run_folder(CALIBRATION_END, "cdnow"))
-    dbt.build("staging", warehouse_url=warehouse_url, dbt_vars=ctx.dbt_vars(), build_schema="tierline_build",
-              run_dir=ctx.run_dir)
+    dbt.build("staging", warehouse_url=warehouse_url, dbt_vars=ctx.dbt_vars(), run_dir=ctx.run_dir)
+    schema = ctx.schemas["intermediate"]
     with warehouse.connect(warehouse_url) as conn:
-        outcome = clv.fit_and_predict(conn, as_of=CALIBRATION_END, cfg=cfg.clv)
+        outcome = clv.fit_and_predict(conn, as_of=CALIBRATION_END, cfg=cfg.clv, schema=schema)
         summary = pd.DataFrame(conn.execute(
-            "select customer_id, frequency, recency, t_age from intermediate.int_customers__btyd_summary").fetchall(),
+            f"select customer_id, frequency, recency, t_age from {schema}.int_customers__btyd_summary").fetchall(),
             columns=["customer_id", "frequency", "recency", "T"])
-        fits = {row[0]: row[1] for row in conn.execute("select model, parameters from intermediate.clv_fits")}
+        fits = {row[0]: row[1] for row in conn.execute(f"select model, parameters from {schema}.clv_fits")}
         log_likelihood = conn.execute(
-            "select log_likelihood from intermediate.clv_fits where model = 'bgnbd'").fetchone()[0]
+            f"select log_likelihood from {schema}.clv_fits where model = 'bgnbd'").fetchone()[0]
     return {"loads": loads, "outcome": outcome, "summary": summary, "fits": fits, "ll": log_likelihood}
 
 

@@ -21,11 +21,10 @@ def test_tier_and_lifecycle_logic_pass_their_unit_tests(tmp_path, warehouse_url)
     run_load(tmp_path, warehouse_url, {"crm_customers.csv": CUSTOMERS}, AS_OF)
     cfg = config.load()
     ctx = RunContext(AS_OF, "unit", tmp_path, warehouse_url, cfg, run_folder(AS_OF, f"unit-{tmp_path.name}"))
-    kwargs = {"warehouse_url": warehouse_url, "dbt_vars": ctx.dbt_vars(), "build_schema": "tierline_build",
-              "run_dir": ctx.run_dir}
+    kwargs = {"warehouse_url": warehouse_url, "dbt_vars": ctx.dbt_vars(), "run_dir": ctx.run_dir}
     dbt.build("staging", **kwargs)
     with warehouse.connect(warehouse_url) as conn:
-        clv.fit_and_predict(conn, as_of=AS_OF, cfg=cfg.clv)
+        clv.fit_and_predict(conn, as_of=AS_OF, cfg=cfg.clv, schema=ctx.schemas["intermediate"])
     dbt.build("marts", **kwargs)
     result = dbt.unit_tests(**kwargs)
     results = json.loads((result.artifacts / "run_results.json").read_text())["results"]

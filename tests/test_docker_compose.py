@@ -469,7 +469,8 @@ def test_dbt_gets_its_profile_from_the_warehouse_url(services, env, monkeypatch,
     derived = warehouse.dbt_env(env["TIERLINE_WAREHOUSE_URL"])
     assert derived == {"TIERLINE_DB_HOST": "warehouse", "TIERLINE_DB_PORT": "5432",
                        "TIERLINE_DB_USER": db["POSTGRES_USER"], "TIERLINE_DB_PASSWORD": db["POSTGRES_PASSWORD"],
-                       "TIERLINE_DB_NAME": db["POSTGRES_DB"]}
+                       "TIERLINE_DB_NAME": db["POSTGRES_DB"],
+                       "PGOPTIONS": warehouse.session_options(env["TIERLINE_WAREHOUSE_URL"])}
 
     # Run tierline.dbt.build with a stand-in for dbt: what dbt would see when it reads profiles.yml.
     seen = {}
@@ -487,13 +488,12 @@ def test_dbt_gets_its_profile_from_the_warehouse_url(services, env, monkeypatch,
     for name in ("dbt", "dbt.cli"):
         monkeypatch.setitem(sys.modules, name, sys.modules.get(name) or types.ModuleType(name))
     monkeypatch.setitem(sys.modules, "dbt.cli.main", fake)
-    for key in (*derived, "TIERLINE_BUILD_SCHEMA", "DBT_SEND_ANONYMOUS_USAGE_STATS"):
+    for key in (*derived, "DBT_SEND_ANONYMOUS_USAGE_STATS"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("TIERLINE_HOME", str(tmp_path))
     from tierline import dbt as tierline_dbt
 
-    tierline_dbt.build("marts", warehouse_url=env["TIERLINE_WAREHOUSE_URL"], dbt_vars={},
-                       build_schema="tierline_build", run_dir=tmp_path / "run")
+    tierline_dbt.build("marts", warehouse_url=env["TIERLINE_WAREHOUSE_URL"], dbt_vars={}, run_dir=tmp_path / "run")
     assert seen["env"] == derived
     assert seen["args"][seen["args"].index("--profiles-dir") + 1] == str(settings.DBT_PROJECT_DIR)
 
@@ -559,7 +559,6 @@ def environment_reads() -> dict[str, bool]:
 # Project variables deliberately not set in compose, and why.
 LEFT_TO_DEFAULTS = {
     "TIERLINE_CONFIG": "defaults to config/tierline.yml under the project root, which is mounted",
-    "TIERLINE_BUILD_SCHEMA": "set per run by tierline.dbt from config/tierline.yml",
     "TIERLINE_CRM_CONFIG": "defaults to config/crm.yml under the project root, which is mounted",
     "TIERLINE_CRM_RETRY_DELAY_SECONDS": "crm_sync retries wait 600 s by default; tests shorten it",
 }

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tierline import clv, config, dbt, land, load, publish, warehouse
+from tierline import config, dbt, land, load, pipeline, publish, warehouse
 from tierline.pipeline import RunContext, run_folder
 
 DAY1, DAY2 = date(2026, 11, 1), date(2026, 11, 2)
@@ -71,7 +71,7 @@ DAY2_FILES = {
 }
 
 
-def _run_date(root: Path, url: str, cfg, day: date, files: dict[str, str]) -> None:
+def _run_date(root: Path, url: str, cfg, day: date, files: dict[str, str], before_publish=None):
     folder = root / "inbox" / day.isoformat()
     folder.mkdir(parents=True)
     for name, content in files.items():
@@ -79,16 +79,19 @@ def _run_date(root: Path, url: str, cfg, day: date, files: dict[str, str]) -> No
     manifest = land.land_extracts(root / "inbox", day, root / "landing")
     load.load_date(url, manifest, day, "insights", cfg.business_timezone)
     ctx = RunContext(day, "insights", root, url, cfg, run_folder(day, "insights"))
-    kwargs = {"warehouse_url": url, "dbt_vars": ctx.dbt_vars(), "build_schema": cfg.publish.build_schema,
-              "run_dir": ctx.run_dir}
-    dbt.build("staging", **kwargs)
+    # the pipeline's own stages, so that publish gets the audit and publication state it checks
+    pipeline.build(ctx, "staging")
+    pipeline.fit_clv(ctx)
+    pipeline.build(ctx, "marts")
+    # what gate_marts records (without its checks, which this hand-made data is not meant for)
     with warehouse.connect(url) as conn:
-        clv.fit_and_predict(conn, as_of=day, cfg=cfg.clv)
-    dbt.build("marts", **kwargs)
-    with warehouse.connect(url) as conn:
-        publish.publish(conn, build_schema=cfg.publish.build_schema, schema=cfg.publish.schema_, as_of=day,
-                        run_id="insights", tier_spec_version=cfg.tier_spec.version,
-                        tier_spec_hash=cfg.tier_spec_hash)
+        publish.prepare(conn, build_schema=ctx.schemas["marts"], schema=cfg.publish.schema_)
+        with conn.transaction():
+            publish.record_audit(conn, ctx.run_id, day, publish.audit(conn, ctx.schemas["marts"], day))
+    # (the run's build schemas, which unit tests compile against, are dropped when it publishes)
+    result = before_publish(ctx) if before_publish else None
+    pipeline.publish(ctx)
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -102,11 +105,9 @@ def scenario(server_url, tmp_path_factory):
     patch.setenv("TIERLINE_HOME", str(root / "home"))
     cfg = config.load()
     _run_date(root, url, cfg, DAY1, DAY1_FILES)
-    _run_date(root, url, cfg, DAY2, DAY2_FILES)
-    ctx = RunContext(DAY2, "insights", root, url, cfg, run_folder(DAY2, "insights"))
-    unit = dbt.invoke(["test", "--select", "tag:history_and_actions,test_type:unit"], "unit_tests",
-                      warehouse_url=url, dbt_vars=ctx.dbt_vars(), build_schema=cfg.publish.build_schema,
-                      run_dir=ctx.run_dir)
+    unit = _run_date(root, url, cfg, DAY2, DAY2_FILES, before_publish=lambda ctx: dbt.invoke(
+        ["test", "--select", "tag:history_and_actions,test_type:unit"], "unit_tests",
+        warehouse_url=url, dbt_vars=ctx.dbt_vars(), run_dir=ctx.run_dir))
     yield {"url": url, "schema": cfg.publish.schema_, "unit_results": unit.artifacts / "run_results.json"}
     patch.undo()
     warehouse.drop_database(url)

@@ -21,8 +21,18 @@ from tests.receivers import HttpReceiver, chat_connection
 from tierline import cli, config, generate, settings, simulate, warehouse
 from tierline.assets import PUBLISHED_TABLES
 
+from .bi_readers import BiReaders
+
 DAY1, DAY2, DAY3 = date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)
 ANALYTICS = (*PUBLISHED_TABLES, "publication_log")
+
+
+def relations(url: str) -> set[tuple]:
+    """Every relation of the database with its storage (a rebuilt or rewritten one changes)."""
+    with warehouse.connect(url) as conn:
+        return set(conn.execute(
+            "select n.nspname, c.relname, c.oid, c.relfilenode from pg_class c join pg_namespace n on "
+            "n.oid = c.relnamespace where n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast')"))
 
 
 def fingerprint(url: str) -> dict[str, str]:
@@ -63,6 +73,8 @@ def scenario(server_url, tmp_path_factory):
     result["codes"]["day1"] = cli.run(landing, DAY1, quiet=True)
     result["fingerprints"]["day1"] = fingerprint(url)
     result["alerts"]["day1"], hooks.received[:] = hooks.texts(), []
+    # BI dashboards read every _latest view throughout the next three publishes (issue 8, item 3)
+    readers = BiReaders(url).start()
     result["codes"]["day1_again"] = cli.run(landing, DAY1, quiet=True)
     result["fingerprints"]["day1_again"] = fingerprint(url)
     result["alerts"]["day1_again"], hooks.received[:] = hooks.texts(), []
@@ -72,6 +84,9 @@ def scenario(server_url, tmp_path_factory):
     result["codes"]["day1_after_day2"] = cli.run(landing, DAY1, quiet=True)
     result["fingerprints"]["day1_after_day2"] = fingerprint(url)
     result["alerts"]["day1_after_day2"], hooks.received[:] = hooks.texts(), []
+    result["readers"] = readers.stop()
+    result["publish_seconds"] = [json.loads(p.read_text())["seconds"]
+                                 for p in settings.runs_dir().glob("*/*/stage_publish.json")]
     result["codes"]["day3"] = cli.run(landing, DAY3, quiet=True)
     result["fingerprints"]["day3"] = fingerprint(url)
     result["alerts"]["day3"], hooks.received[:] = hooks.texts(), []
@@ -79,7 +94,9 @@ def scenario(server_url, tmp_path_factory):
     for tier in strict["ladder"][:3]:
         tier["min_score_percentile"] = min(0.999, tier["min_score_percentile"] + 0.1)
     (root / "strict_spec.yml").write_text(yaml.safe_dump(strict, allow_unicode=True))
+    result["relations_before_simulation"] = relations(url)
     result["simulation"] = simulate.run(root / "strict_spec.yml")
+    result["relations_after_simulation"] = relations(url)
     result["fingerprints"]["simulated"] = fingerprint(url)
     yield result
     hooks.__exit__(None, None, None)
@@ -103,7 +120,8 @@ def test_generated_days_publish(scenario):
 def test_every_customer_has_exactly_one_tier_and_stage_per_date(scenario):
     codes = [t.code for t in config.load().tier_spec.ladder]
     with warehouse.connect(scenario["url"]) as conn:
-        crm = conn.execute("select count(*) from staging.stg_crm__customers").fetchone()[0]
+        crm = conn.execute("select count(distinct customer_id) from raw.crm_customers where _extract_date <= %s",
+                           (DAY2,)).fetchone()[0]
         for day in (DAY1, DAY2):
             n, distinct, unknown = conn.execute(
                 "select count(*), count(distinct customer_id), count(*) filter (where not (tier = any(%s))) "
@@ -116,8 +134,9 @@ def test_every_customer_has_exactly_one_tier_and_stage_per_date(scenario):
         # day 2 is the current state of the CRM: every customer it knows has a tier
         assert n == crm
         missing = conn.execute(
-            "select count(*) from staging.stg_crm__customers c left join analytics.customer_tier t "
-            "on t.customer_id = c.customer_id and t.as_of_date = %s where t.customer_id is null", (DAY2,)).fetchone()[0]
+            "select count(distinct c.customer_id) from raw.crm_customers c left join analytics.customer_tier t "
+            "on t.customer_id = c.customer_id and t.as_of_date = %s where t.customer_id is null "
+            "and c._extract_date <= %s", (DAY2, DAY2)).fetchone()[0]
         assert missing == 0
 
 
@@ -126,8 +145,10 @@ def test_the_crms_own_record_id_is_published_for_the_crm_sync_to_match_on(scenar
         total, with_id, differing = conn.execute(
             "select count(*), count(v.crm_record_id), "
             "count(*) filter (where v.crm_record_id is distinct from c.crm_record_id) "
-            "from analytics.customer_value as v join staging.stg_crm__customers as c using (customer_id) "
-            "where v.as_of_date = %s", (DAY2,)).fetchone()
+            "from analytics.customer_value as v join (select distinct on (customer_id) customer_id, crm_record_id "
+            "  from raw.crm_customers where _extract_date <= %s "
+            "  order by customer_id, updated_at desc, _extract_date desc, _line_no desc) as c using (customer_id) "
+            "where v.as_of_date = %s", (DAY2, DAY2)).fetchone()
     assert differing == 0
     # the generator gives about 1% of customers no CRM record (keyed in the order system)
     assert 0.97 * total < with_id < total
@@ -148,6 +169,18 @@ def test_the_demo_crm_sync_updates_the_crms_own_accounts_and_creates_none(scenar
     assert result["plan"]["matched"] == result["push"]["updated"] == with_record
     assert result["plan"]["skipped_unmatched"] == published - with_record > 0
     assert result["reconcile"]["mismatch_count"] == 0
+
+
+def test_bi_readers_never_wait_fail_or_see_a_half_publication(scenario):
+    """Readers with lock_timeout = '2s' across all _latest views (a join of two included) during
+    three consecutive publishes, beside a BI session idle in a transaction holding read locks."""
+    log = scenario["readers"]
+    assert [scenario["codes"][k] for k in ("day1_again", "day2", "day1_after_day2")] == [0, 0, 0]
+    assert log.queries > 100
+    assert log.errors == [] and log.empty == [] and log.mixed == []
+    assert log.dates == {DAY1, DAY2}  # they saw the publication move from day 1 to day 2
+    assert log.slowest < 2
+    assert len(scenario["publish_seconds"]) == 4 and max(scenario["publish_seconds"]) < 30
 
 
 def test_rerunning_a_date_changes_nothing(scenario):
@@ -272,3 +305,17 @@ def test_simulation_reports_moves_and_publishes_nothing(scenario):
     assert all(order.index(m["to_tier"]) >= order.index(m["from_tier"]) for m in sim.migration)
     assert sim.customers_moved > 0 and sim.movers
     assert "Migration matrix" in sim.report.read_text()
+
+
+def test_simulation_builds_only_its_own_relations(scenario):
+    # nothing outside the what-if's own schemas was created, rebuilt or dropped, and its own are gone
+    assert scenario["relations_after_simulation"] == scenario["relations_before_simulation"]
+
+
+def test_published_runs_leave_no_build_schemas(scenario):
+    with warehouse.connect(scenario["url"]) as conn:
+        statuses = dict(conn.execute("select status, count(*) from tierline.build_runs group by 1").fetchall())
+        left = [s for (s,) in conn.execute("select nspname from pg_namespace where nspname like 'tierline_build%'")]
+    # four published runs, one failed (the raw gate of day 3) whose schemas were never built
+    assert statuses == {"published": 4, "failed": 1}
+    assert left == []

@@ -163,6 +163,5 @@ def test_dbt_connection_failure_is_transient(tmp_path, monkeypatch):
     monkeypatch.setenv(warehouse.ENV_URL, f"postgresql://postgres@/nowhere?host={tmp_path}")
     ctx = pipeline.context(DAY, "refused", tmp_path)
     with pytest.raises(TransientError, match="Retryable"):
-        dbt.build("staging", warehouse_url=ctx.warehouse_url, dbt_vars=ctx.dbt_vars(), build_schema="b",
-                  run_dir=ctx.run_dir)
+        dbt.build("staging", warehouse_url=ctx.warehouse_url, dbt_vars=ctx.dbt_vars(), run_dir=ctx.run_dir)
     assert Path(ctx.run_dir).exists()

@@ -13,12 +13,13 @@ DAY1, DAY2 = date(2026, 11, 1), date(2026, 11, 2)
 HEADER = "customer_id,customer_name,customer_type,phone,email,created_at,updated_at\n"
 
 
-def build_staging(url: str, as_of: date, tmp_path) -> None:
+def build_staging(url: str, as_of: date, tmp_path) -> str:
+    """Build the staging layer for ``as_of``; returns the run's staging schema."""
     cfg = config.load()
     # the run that loaded the date (run_load) sees its own pending batch
     ctx = RunContext(as_of, RUN_ID, tmp_path, url, cfg, run_folder(as_of, f"staging-{tmp_path.name}"))
-    dbt.build("staging", warehouse_url=url, dbt_vars=ctx.dbt_vars(), build_schema="tierline_build",
-              run_dir=ctx.run_dir)
+    dbt.build("staging", warehouse_url=url, dbt_vars=ctx.dbt_vars(), run_dir=ctx.run_dir)
+    return ctx.schemas["staging"]
 
 
 def test_staging_cleans_phones_names_and_emails_and_keeps_the_newest_version(tmp_path, warehouse_url):
@@ -36,11 +37,11 @@ def test_staging_cleans_phones_names_and_emails_and_keeps_the_newest_version(tmp
         "C4,赵六 (old),individual,,,2025-01-01,2025-03-01\n"
     )}, DAY2)
 
-    build_staging(warehouse_url, DAY1, tmp_path)
+    staging = build_staging(warehouse_url, DAY1, tmp_path)
     with warehouse.connect(warehouse_url) as conn:
         rows = {r[0]: r[1:] for r in conn.execute(
             "select customer_id, customer_name, customer_type, phone_e164, has_unparsed_phone, email "
-            "from staging.stg_crm__customers")}
+            f"from {staging}.stg_crm__customers")}
     assert rows == {
         "C1": ("ZHANG San", "individual", "+8613800138000", False, "foo@bar.com"),
         "C2": ("李四", "individual", "+8613800138001", False, None),
@@ -48,9 +49,9 @@ def test_staging_cleans_phones_names_and_emails_and_keeps_the_newest_version(tmp
         "C4": ("赵六", "individual", "+8613900000000", False, "a@b.cn"),
     }
 
-    build_staging(warehouse_url, DAY2, tmp_path)
+    staging = build_staging(warehouse_url, DAY2, tmp_path)
     with warehouse.connect(warehouse_url) as conn:
         rows = {r[0]: r[1:] for r in conn.execute(
-            "select customer_id, customer_name, customer_type, email from staging.stg_crm__customers")}
+            f"select customer_id, customer_name, customer_type, email from {staging}.stg_crm__customers")}
     assert rows["C1"] == ("Zhang San", "enterprise", "zhang@example.com")
     assert rows["C4"] == ("赵六", "individual", "a@b.cn")

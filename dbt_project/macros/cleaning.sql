@@ -38,11 +38,11 @@
 {%- endmacro %}
 
 {% macro local_date(ts) -%}
-    ({{ ts }} at time zone '{{ var("business_timezone") }}')::date
+    ({{ ts }} at time zone {{ sql_literal(var("business_timezone")) }})::date
 {%- endmacro %}
 
 {% macro as_of() -%}
-    '{{ var("as_of_date") }}'::date
+    {{ sql_literal(var("as_of_date")) }}::date
 {%- endmacro %}
 
 {% macro generate_schema_name(custom_schema_name, node) -%}
@@ -55,7 +55,7 @@
 {% macro tier_code(rank_expr) -%}
     case {{ rank_expr }}
         {%- for tier in var('tier_spec')['ladder'] %}
-        when {{ loop.index }} then '{{ tier["code"] }}'
+        when {{ loop.index }} then {{ sql_literal(tier["code"]) }}
         {%- endfor %}
     end
 {%- endmacro %}
@@ -63,7 +63,7 @@
 {% macro tier_rank(code_expr) -%}
     case {{ code_expr }}
         {%- for tier in var('tier_spec')['ladder'] %}
-        when '{{ tier["code"] }}' then {{ loop.index }}
+        when {{ sql_literal(tier["code"]) }} then {{ loop.index }}
         {%- endfor %}
     end
 {%- endmacro %}
@@ -71,7 +71,7 @@
 {% macro tier_label(code_expr, label) -%}
     case {{ code_expr }}
         {%- for tier in var('tier_spec')['ladder'] %}
-        when '{{ tier["code"] }}' then '{{ tier[label] }}'
+        when {{ sql_literal(tier["code"]) }} then {{ sql_literal(tier[label]) }}
         {%- endfor %}
     end
 {%- endmacro %}

@@ -7,10 +7,6 @@
     select *
     from {{ relation }}
     where batch_id in (
-        select raw.visible_batches({{ as_of() }}, {{ sql_string(var("run_id")) }})
+        select raw.visible_batches({{ as_of() }}, {{ sql_literal(var("run_id")) }})
     )
-{%- endmacro %}
-
-{% macro sql_string(value) -%}
-    '{{ value | string | replace("'", "''") }}'
 {%- endmacro %}

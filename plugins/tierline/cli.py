@@ -103,6 +103,17 @@ class RunOutcome:
     log_path: Path | None
 
 
+def _say_who_holds_the_warehouse(as_of: date) -> None:
+    """Runs on one warehouse take turns (tierline.runs): say so before this one starts waiting."""
+    from tierline import config, runs
+
+    holder = runs.current_holder(warehouse.url())
+    if holder is not None:
+        wait = config.load().runs.lock_wait_seconds
+        print(f"tierline: the warehouse is busy with {holder.describe()}; the run for {as_of} waits for it "
+              f"(up to {wait:g} s, runs.lock_wait_seconds), then refuses", file=sys.stderr, flush=True)
+
+
 def run(landing: Path, as_of: date, *, quiet: bool = False) -> int:
     """Run the DAG for one date; return 0 only when the run published."""
     return run_once(landing, as_of, quiet=quiet).code
@@ -126,6 +137,7 @@ def run_once(landing: Path, as_of: date, *, quiet: bool = False) -> RunOutcome:
     stamp = logical_date.strftime("%H%M%S.%f")
     log_path = settings.home() / "logs" / as_of.isoformat() / f"{DAG_ID}_{as_of.isoformat()}_{stamp}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    _say_who_holds_the_warehouse(as_of)
     conf = json.dumps({"landing": str(Path(landing).resolve())})
     if not quiet:
         print(f"running {DAG_ID} for {as_of}; Airflow log: {log_path}")

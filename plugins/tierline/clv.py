@@ -2,8 +2,8 @@
 
 The per-customer summary is computed in SQL (``int_customers__btyd_summary``); this step reads
 it with one COPY, fits both models (:mod:`tierline.btyd`), and writes two tables next to it that
-the marts read as sources: ``intermediate.clv_predictions`` (per customer) and
-``intermediate.clv_fits`` (per model; the ``clv_model_fit`` mart publishes it). When history is
+the marts read as sources, in the run's intermediate schema: ``clv_predictions`` (per customer) and
+``clv_fits`` (per model; the ``clv_model_fit`` mart publishes it). When history is
 too thin or a fit does not converge or leaves its configured bounds, the models are not used: a
 warning says why, and rule-based values (the customer's own historical rate and spend) take
 their place, marked in ``clv_method``.
@@ -26,8 +26,7 @@ from tierline.config import Clv
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "intermediate"
-SUMMARY = (SCHEMA, "int_customers__btyd_summary")
+SUMMARY = "int_customers__btyd_summary"
 
 
 @dataclass
@@ -38,10 +37,10 @@ class ClvOutcome:
     fits: dict[str, dict]
 
 
-def _read_summary(conn) -> pd.DataFrame:
+def _read_summary(conn, schema: str) -> pd.DataFrame:
     buffer = io.BytesIO()
     query = sql.SQL("copy (select customer_id, frequency, recency, t_age, monetary_value from {}.{}) "
-                    "to stdout with (format csv, header true)").format(*map(sql.Identifier, SUMMARY))
+                    "to stdout with (format csv, header true)").format(sql.Identifier(schema), sql.Identifier(SUMMARY))
     with conn.cursor().copy(query) as copy:
         for chunk in copy:
             buffer.write(chunk)
@@ -78,8 +77,10 @@ def _rule_based(summary: pd.DataFrame, cfg: Clv) -> pd.DataFrame:
                          "predicted_clv": expected * value * discount, "clv_method": "rule_based"})
 
 
-def fit_and_predict(conn, *, as_of: date, cfg: Clv) -> ClvOutcome:
-    summary = _read_summary(conn)
+def fit_and_predict(conn, *, as_of: date, cfg: Clv, schema: str) -> ClvOutcome:
+    """Fit on the run's summary in ``schema`` (the run's intermediate schema) and write the
+    predictions and fits beside it."""
+    summary = _read_summary(conn, schema)
     args = (summary["frequency"], summary["recency"], summary["t_age"])
     bg = btyd.fit_bgnbd(*args)
     gg = btyd.fit_gamma_gamma(summary["frequency"], summary["monetary_value"])
@@ -112,7 +113,7 @@ def fit_and_predict(conn, *, as_of: date, cfg: Clv) -> ClvOutcome:
 
     fits = [_fit_row("bgnbd", bg, as_of, cfg, not problems, problems),
             _fit_row("gamma_gamma", gg, as_of, cfg, not problems, problems)]
-    _write(conn, SCHEMA, predictions, fits)
+    _write(conn, schema, predictions, fits)
     return ClvOutcome(method, len(predictions), problems, {f["model"]: f for f in fits})
 
 

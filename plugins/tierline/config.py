@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tierline import settings
 from tierline.errors import ConfigError
@@ -86,13 +95,32 @@ class Gates(_Strict):
 
 class Publish(_Strict):
     schema_: str = Field("analytics", alias="schema", pattern=r"^[a-z_][a-z0-9_]*$")
-    build_schema: str = Field("tierline_build", pattern=r"^[a-z_][a-z0-9_]*$")
+    lock_timeout_seconds: float = Field(5, gt=0, le=60)  # publish waits this long for a table lock, then retries
+
+
+class Runs(_Strict):
+    """How runs share one warehouse (docs/decisions.md, "Run isolation")."""
+
+    build_prefix: str = Field("tierline_build", pattern=r"^[a-z_][a-z0-9_]{0,19}$")  # <prefix>_<date>_<run hash>_<layer>
+    lock_wait_seconds: float = Field(1800, ge=0)  # wait this long for another run on the warehouse, then refuse
+    lock_grace_seconds: float = Field(600, gt=0)  # a run keeps the warehouse this long between its tasks (retry delays)
+    lock_poll_seconds: float = Field(2, gt=0, le=60)
+    keep_failed_builds: int = Field(3, ge=0)  # build schemas of the most recent failed runs, kept for debugging
+
+
+# Config values that reach SQL: codes and keys are checked by pattern here (a code also names
+# SQL columns), free text (labels) is quoted by the dbt macro sql_literal (macros/quoting.sql).
+CODE_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
+BRANCH_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"
+Label = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
+BranchCode = Annotated[str, StringConstraints(pattern=BRANCH_PATTERN)]
 
 
 class Tier(_Strict):
-    code: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    label_zh: str
-    label_en: str
+    code: str = Field(pattern=CODE_PATTERN)
+    label_zh: Label
+    label_en: Label
     min_score_percentile: float | None = Field(None, ge=0, le=1)
     min_monetary: float | None = Field(None, ge=0)
     min_orders: int | None = Field(None, ge=1)
@@ -115,11 +143,11 @@ class Dimension(_Strict):
 
 
 class TierSpec(_Strict):
-    version: str
+    version: str = Field(pattern=VERSION_PATTERN)
     ladder: list[Tier] = Field(min_length=2)
     dimensions: dict[Literal["contribution", "loyalty", "potential", "stability", "influence"], Dimension]
     hysteresis: Hysteresis = Hysteresis()
-    branches: dict[str, dict[str, Thresholds]] = {}
+    branches: dict[BranchCode, dict[str, Thresholds]] = {}
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -172,17 +200,16 @@ class Actions(_Strict):
     @model_validator(mode="after")
     def _codes(self):
         # tier codes end up in SQL and column values: the shape of a ladder code
-        allowed = set("abcdefghijklmnopqrstuvwxyz0123456789_")
         for where, codes in (("tier_policies", list(self.tier_policies)), ("kpi.top_tiers", self.kpi.top_tiers)):
             for code in codes:
-                if not (code[:1].isalpha() and set(code) <= allowed):
+                if not re.fullmatch(CODE_PATTERN, code):
                     raise ValueError(f"actions.{where}: {code!r} is not a tier code (a-z, 0-9 and _, starting with a letter)")
         return self
 
 
 class Config(_Strict):
     business_timezone: str = "Asia/Shanghai"
-    currency: str = "CNY"
+    currency: str = Field("CNY", pattern=r"^[A-Z]{3}$")
     windows: Windows = Windows()
     rfm: Rfm = Rfm()
     lifecycle: Lifecycle = Lifecycle()
@@ -191,6 +218,7 @@ class Config(_Strict):
     tier_spec_hash: str
     gates: Gates = Gates()
     publish: Publish = Publish()
+    runs: Runs = Runs()
     actions: Actions = Actions()
 
     @field_validator("business_timezone")

@@ -10,6 +10,12 @@ every run (``EXECUTION_VARS``: the as-of date and the run id) are read only when
 compiled, so the project is parsed with the other vars alone (dbt's partial parse then finds
 nothing changed and takes about a second instead of a full parse) and the parsed manifest is
 handed to the invocation that runs with the run's vars.
+
+Where the layers build comes from the var ``schemas`` (``RunContext.schemas``: the run's own
+schemas, tierline.runs). Schema names are part of parsing, so a run's first invocation re-parses
+the project (dbt's partial parse does not survive changed vars) and its second layer reuses that
+parse. Pipeline runs share ``$TIERLINE_HOME/dbt_target`` (they take turns under the run lock); a
+what-if, which takes no lock, passes a target folder of its own.
 """
 
 from __future__ import annotations
@@ -88,14 +94,13 @@ def _lost_connection(outcome, run_results: dict, before: dict | None, warehouse_
     return None
 
 
-def invoke(command: list[str], name: str, *, warehouse_url: str, dbt_vars: dict, build_schema: str,
-            run_dir: Path) -> DbtResult:
+def invoke(command: list[str], name: str, *, warehouse_url: str, dbt_vars: dict, run_dir: Path,
+           target: Path | None = None) -> DbtResult:
     from dbt.cli.main import dbtRunner
 
     os.environ.update(warehouse.dbt_env(warehouse_url))
-    os.environ["TIERLINE_BUILD_SCHEMA"] = build_schema
     os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
-    target = settings.home() / "dbt_target"
+    target = target or settings.home() / "dbt_target"
     artifacts = run_dir / "dbt" / name
     common = [
         "--project-dir", str(settings.DBT_PROJECT_DIR),
@@ -132,15 +137,15 @@ def invoke(command: list[str], name: str, *, warehouse_url: str, dbt_vars: dict,
     return DbtResult(name, seconds, len(run_results.get("results", [])), artifacts)
 
 
-def build(layer: str, *, warehouse_url: str, dbt_vars: dict, build_schema: str, run_dir: Path,
-          full_refresh: bool = False) -> DbtResult:
+def build(layer: str, *, warehouse_url: str, dbt_vars: dict, run_dir: Path, full_refresh: bool = False,
+          target: Path | None = None) -> DbtResult:
     """Build one layer with its data tests; unit tests are for `make test`, not for every run."""
     command = ["build", "--select", *LAYERS[layer], "--exclude-resource-type", "unit_test"]
     return invoke(command + (["--full-refresh"] if full_refresh else []), layer,
-                   warehouse_url=warehouse_url, dbt_vars=dbt_vars, build_schema=build_schema, run_dir=run_dir)
+                  warehouse_url=warehouse_url, dbt_vars=dbt_vars, run_dir=run_dir, target=target)
 
 
-def unit_tests(*, warehouse_url: str, dbt_vars: dict, build_schema: str, run_dir: Path) -> DbtResult:
+def unit_tests(*, warehouse_url: str, dbt_vars: dict, run_dir: Path) -> DbtResult:
     """Run the project's dbt unit tests (given/expect rows); the models' parents must exist."""
     return invoke(["test", "--select", "test_type:unit"], "unit_tests",
-                   warehouse_url=warehouse_url, dbt_vars=dbt_vars, build_schema=build_schema, run_dir=run_dir)
+                  warehouse_url=warehouse_url, dbt_vars=dbt_vars, run_dir=run_dir)

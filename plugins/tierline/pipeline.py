@@ -16,7 +16,7 @@ from datetime import date
 from pathlib import Path
 
 from tierline import config as config_module
-from tierline import errors, settings, warehouse
+from tierline import errors, runs, settings, warehouse
 from tierline.errors import QualityGateFailed
 
 
@@ -34,11 +34,15 @@ class RunContext:
 
     @property
     def schemas(self) -> dict[str, str]:
-        return {"raw": "raw", "staging": "staging", "intermediate": "intermediate",
-                "marts": self.config.publish.build_schema, "analytics": self.config.publish.schema_}
+        """The one place that says which schema each layer of this run reads or writes: raw and
+        the published schema are shared, every build layer is the run's own (tierline.runs)."""
+        return {"raw": "raw", **runs.build_schemas(self.config.runs.build_prefix, self.as_of, self.run_id),
+                "analytics": self.config.publish.schema_}
 
     def dbt_vars(self) -> dict:
-        return {**self.config.dbt_vars(), "as_of_date": self.as_of.isoformat(), "run_id": self.run_id}
+        build = {k: v for k, v in self.schemas.items() if k in runs.LAYERS}
+        return {**self.config.dbt_vars(), "as_of_date": self.as_of.isoformat(), "run_id": self.run_id,
+                "schemas": build}
 
 
 def run_folder(as_of: date, run_id: str) -> Path:
@@ -62,12 +66,21 @@ def _jsonable(value):
     return value
 
 
-def run_stage(ctx: RunContext, name: str, func):
-    """Run one stage, recording its timing and result, or its failure, in the run folder."""
+def run_stage(ctx: RunContext, name: str, func, *, lock: bool = True, final: bool = False):
+    """Run one stage, recording its timing and result, or its failure, in the run folder.
+
+    A stage that reads or writes the warehouse for the run holds the run lock (tierline.runs)
+    while it runs; ``final`` (publish) releases it for the next run when it succeeds.
+    """
     started = time.perf_counter()
     record = {"stage": name, "as_of_date": ctx.as_of.isoformat(), "run_id": ctx.run_id, "try_number": ctx.try_number}
     try:
-        result = func()
+        if lock:
+            with runs.hold(ctx, name, final=final) as held:
+                record["waited_for_lock_seconds"] = round(held.waited_seconds, 2)
+                result = func()
+        else:
+            result = func()
     except Exception as exc:
         record.update(status="failed", seconds=round(time.perf_counter() - started, 2),
                       error=str(exc), error_type=type(exc).__name__, retryable=errors.is_transient(exc))
@@ -88,8 +101,14 @@ def land_extracts(ctx: RunContext) -> dict:
     def run():
         manifest = land(ctx.landing, ctx.as_of, settings.landing_area())
         (ctx.run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+        with warehouse.connect(ctx.warehouse_url, autocommit=True) as conn:
+            # the run's own build schemas: registered before anything is built in them; earlier
+            # failed runs' schemas beyond the ones kept for debugging are dropped
+            runs.register(conn, ctx)
+            reaped = runs.reap(conn, ctx, ctx.config.runs.keep_failed_builds)
         return {"files": len(manifest["files"]), "rows": sum(f["rows"] for f in manifest["files"].values()),
-                "ignored_files": manifest["ignored_files"]}
+                "ignored_files": manifest["ignored_files"], "build_schemas": ctx.schemas,
+                "dropped_old_build_schemas": reaped}
 
     return run_stage(ctx, "land_extracts", run)
 
@@ -107,14 +126,7 @@ def load_raw(ctx: RunContext) -> list:
 def gate(ctx: RunContext, gate_name: str) -> dict:
     from tierline import gates
 
-    def run():
-        from tierline import publish as publish_module
-
-        if gate_name == "marts":
-            # the drift checks compare with the last publication, which must exist (if empty)
-            with warehouse.connect(ctx.warehouse_url) as conn:
-                publish_module.prepare(conn, build_schema=ctx.config.publish.build_schema,
-                                       schema=ctx.config.publish.schema_)
+    def validate():
         params = {"as_of_date": ctx.as_of.isoformat(), **ctx.config.gates.model_dump()}
         if gate_name == "raw":
             from tierline import batches
@@ -129,15 +141,41 @@ def gate(ctx: RunContext, gate_name: str) -> dict:
         return {"gate": gate_name, "passed": result.passed, "seconds": result.seconds,
                 "warnings": [c.description for c in result.warnings]}
 
+    def run():
+        if gate_name != "marts":
+            return validate()
+        from tierline import publish as publish_module
+
+        # The marts gate audits the run's build tables and records what it audited (relation,
+        # rows, checksum) while it holds them read-only: publish copies only what matches.
+        with warehouse.connect(ctx.warehouse_url) as conn:
+            # the drift checks compare with the last publication, which must exist (if empty)
+            publish_module.prepare(conn, build_schema=ctx.schemas["marts"], schema=ctx.schemas["analytics"],
+                                   lock_timeout=ctx.config.publish.lock_timeout_seconds)
+            with conn.transaction():
+                audited = publish_module.audit(conn, ctx.schemas["marts"], ctx.as_of)
+                outcome = validate()
+                publish_module.record_audit(conn, ctx.run_id, ctx.as_of, audited)
+        return {**outcome, "audited": {name: rows for name, (_oid, rows, _sum) in audited.items()}}
+
     return run_stage(ctx, f"gate_{gate_name}", run)
 
 
 def build(ctx: RunContext, layer: str):
     from tierline import dbt
 
-    return run_stage(ctx, f"dbt_{layer}", lambda: dbt.build(
-        layer, warehouse_url=ctx.warehouse_url, dbt_vars=ctx.dbt_vars(),
-        build_schema=ctx.config.publish.build_schema, run_dir=ctx.run_dir, full_refresh=ctx.full_refresh))
+    def run():
+        if layer == "staging":
+            from tierline import publish as publish_module
+
+            # what the build reads of the publication (previous evaluations, published batches):
+            # publish refuses if another publication happened after this point
+            with warehouse.connect(ctx.warehouse_url, autocommit=True) as conn:
+                runs.register(conn, ctx, publish_module.publication_state(conn, ctx.schemas["analytics"]))
+        return dbt.build(layer, warehouse_url=ctx.warehouse_url, dbt_vars=ctx.dbt_vars(), run_dir=ctx.run_dir,
+                         full_refresh=ctx.full_refresh)
+
+    return run_stage(ctx, f"dbt_{layer}", run)
 
 
 def fit_clv(ctx: RunContext):
@@ -145,7 +183,7 @@ def fit_clv(ctx: RunContext):
 
     def run():
         with warehouse.connect(ctx.warehouse_url) as conn:
-            return clv.fit_and_predict(conn, as_of=ctx.as_of, cfg=ctx.config.clv)
+            return clv.fit_and_predict(conn, as_of=ctx.as_of, cfg=ctx.config.clv, schema=ctx.schemas["intermediate"])
 
     return run_stage(ctx, "fit_clv", run)
 
@@ -155,15 +193,20 @@ def publish(ctx: RunContext):
 
     def run():
         with warehouse.connect(ctx.warehouse_url) as conn:
-            return publish_module.publish(
-                conn, build_schema=ctx.config.publish.build_schema, schema=ctx.config.publish.schema_,
+            publication = publish_module.publish(
+                conn, build_schema=ctx.schemas["marts"], schema=ctx.schemas["analytics"],
                 as_of=ctx.as_of, run_id=ctx.run_id, tier_spec_version=ctx.config.tier_spec.version,
-                tier_spec_hash=ctx.config.tier_spec_hash)
+                tier_spec_hash=ctx.config.tier_spec_hash, lock_timeout=ctx.config.publish.lock_timeout_seconds,
+                expected_state=runs.recorded_publication_state(conn, ctx))
+            conn.commit()
+            with conn.transaction():
+                runs.finish_published(conn, ctx)
+        return publication
 
-    return run_stage(ctx, "publish", run)
+    return run_stage(ctx, "publish", run, final=True)
 
 
 def report(ctx: RunContext) -> dict:
     from tierline import report as report_module
 
-    return run_stage(ctx, "report", lambda: report_module.write(ctx))
+    return run_stage(ctx, "report", lambda: report_module.write(ctx), lock=False)

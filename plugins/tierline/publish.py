@@ -1,23 +1,38 @@
 """Write-audit-publish: copy the audited build tables into the published schema in one transaction.
 
-dbt writes the marts into the build schema (write); the marts gate validates them there (audit);
-this step makes them visible to readers (publish). Snapshot tables keep one slice per
-``as_of_date``: the slice of the run's date is replaced, other dates are untouched. History tables
-are replaced whole. Everything happens in a single transaction, so a reader sees either the
-previous publication or this one, never a mix, and a run that fails before this step changes
-nothing a reader can see.
+dbt writes the marts into the run's own build schema (write); the marts gate validates them
+there and records what it validated — relation, row count and a content checksum per table —
+while it holds them read-only (audit, ``audit``/``record_audit``); this step makes them visible
+to readers (publish), after proving, inside its transaction and with the build tables locked,
+that they are still exactly what was audited and that no other publication happened since the
+run started building (``PublishRefused`` otherwise).
+
+Snapshot tables keep one slice per ``as_of_date``: the slice of the run's date is replaced, other
+dates are untouched. History tables are replaced whole. Readers are never blocked: the data
+transaction only deletes and inserts rows (``ROW EXCLUSIVE``, which no reader's lock conflicts
+with), so a reader sees the previous publication or this one, never a mix, and never waits.
+Schema changes — creating a table or its ``_latest`` view the first time, adding a column a new
+release builds — happen before it (``prepare``), once, each in its own short transaction with a
+short ``lock_timeout`` and bounded retries, so that publish never waits on a reader for long and
+never queues readers behind it for more than that timeout.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from datetime import date
 
+import psycopg
 from psycopg import sql
 
 from tierline import batches
 from tierline.assets import PUBLISHED_TABLES, SNAPSHOT_KEYS, SNAPSHOT_TABLES
+from tierline.errors import PublishRefused
+
+ident = sql.Identifier
+DDL_ATTEMPTS = 5
 
 
 @dataclass
@@ -34,60 +49,51 @@ def _columns(conn, schema: str, table: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def _ensure_date_index(conn, schema: str, table: str) -> None:
-    """Index a snapshot table by date: publish replaces one date's slice and the marts read the
-    slices they compare with, which would otherwise scan every snapshot published so far."""
-    index = f"{table}__as_of_date"
-    if conn.execute("select to_regclass(%s)", (f'"{schema}"."{index}"',)).fetchone()[0] is None:
-        conn.execute(sql.SQL("create index if not exists {} on {}.{} (as_of_date)").format(
-            sql.Identifier(index), sql.Identifier(schema), sql.Identifier(table)))
+def _ddl(conn, lock_timeout: float, statements) -> None:
+    """Run schema changes in one short transaction; a lock a reader holds makes it give up after
+    ``lock_timeout`` (so readers queue behind it no longer than that) and try again, a few times,
+    before the lock timeout surfaces as a transient error (the task is retried)."""
+    _idle(conn)
+    for attempt in range(DDL_ATTEMPTS):
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("set local lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout * 1000)}ms")))
+                for statement in statements:
+                    conn.execute(statement)
+            return
+        except psycopg.errors.LockNotAvailable:
+            if attempt == DDL_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * 2 ** attempt)
 
 
-def _ensure_table(conn, schema: str, build_schema: str, table: str, key: tuple[str, ...] | None) -> list[str]:
-    """Create the published table from the build table, or add the build's new columns to it."""
-    ident = sql.Identifier
-    if key and "as_of_date" in key and _columns(conn, schema, table):
-        _ensure_date_index(conn, schema, table)
-    build_columns = _columns(conn, build_schema, table)
-    if not build_columns:
-        raise RuntimeError(f"{build_schema}.{table} does not exist: the marts layer did not build it")
-    published = _columns(conn, schema, table)
-    if not published:
-        conn.execute(sql.SQL("create table {}.{} (like {}.{} including defaults)").format(
-            ident(schema), ident(table), ident(build_schema), ident(table)))
-        if key:
-            conn.execute(sql.SQL("alter table {}.{} add primary key ({})").format(
-                ident(schema), ident(table), sql.SQL(", ").join(ident(k) for k in key)))
-            if "as_of_date" in key:
-                _ensure_date_index(conn, schema, table)
-        return build_columns
-    dropped = [c for c in published if c not in build_columns]
-    if dropped:
-        raise RuntimeError(
-            f"{schema}.{table}: the build no longer has column(s) {', '.join(dropped)}; removing a published "
-            "column breaks readers, so drop it deliberately (a migration), not by a run"
-        )
-    for column in build_columns:
-        if column not in published:
-            data_type = conn.execute(
-                "select format_type(atttypid, atttypmod) from pg_attribute "
-                "where attrelid = %s::regclass and attname = %s",
-                (f"{build_schema}.{table}", column)).fetchone()[0]
-            conn.execute(sql.SQL("alter table {}.{} add column {} {}").format(
-                ident(schema), ident(table), ident(column), sql.SQL(data_type)))
-    return build_columns
+def _idle(conn) -> None:
+    """End the implicit transaction that catalog reads opened, so that what follows is a
+    transaction of its own (not a savepoint that keeps its locks until the caller commits)."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.commit()
+
+
+def _view(schema: str, table: str) -> sql.Composable:
+    return sql.SQL(
+        "create or replace view {}.{} as select * from {}.{} "
+        "where as_of_date = (select max(as_of_date) from {}.publication_log)").format(
+            ident(schema), ident(f"{table}_latest"), ident(schema), ident(table), ident(schema))
 
 
 def ensure_log(conn, schema: str) -> None:
-    ident = sql.Identifier
-    conn.execute(sql.SQL("create schema if not exists {}").format(ident(schema)))
-    conn.execute(sql.SQL(
-        """
-        create table if not exists {}.publication_log (
-            run_id text not null, as_of_date date not null, published_at timestamptz not null default now(),
-            tier_spec_version text, tier_spec_hash text, row_counts jsonb not null,
-            primary key (run_id, as_of_date))
-        """).format(ident(schema)))
+    if conn.execute("select to_regclass(%s)", (f"{schema}.publication_log",)).fetchone()[0]:
+        return
+    _idle(conn)
+    with conn.transaction():
+        conn.execute(sql.SQL("create schema if not exists {}").format(ident(schema)))
+        conn.execute(sql.SQL(
+            """
+            create table if not exists {}.publication_log (
+                run_id text not null, as_of_date date not null, published_at timestamptz not null default now(),
+                tier_spec_version text, tier_spec_hash text, row_counts jsonb not null,
+                primary key (run_id, as_of_date))
+            """).format(ident(schema)))
 
 
 def published_dates(conn, schema: str) -> dict:
@@ -101,42 +107,137 @@ def published_dates(conn, schema: str) -> dict:
     return dict(rows)
 
 
-def prepare(conn, *, build_schema: str, schema: str) -> None:
-    """Create the published schema and any published table that does not exist yet, empty."""
-    with conn.transaction():
-        ensure_log(conn, schema)
-        for table in PUBLISHED_TABLES:
-            if not _columns(conn, schema, table):
-                _ensure_table(conn, schema, build_schema, table, _key(table))
+def prepare(conn, *, build_schema: str, schema: str, lock_timeout: float = 5) -> None:
+    """Create what does not exist yet (published tables, empty, and their ``_latest`` views) and
+    add the columns a build has that the published table lacks; change nothing otherwise."""
+    ensure_log(conn, schema)
+    for table in PUBLISHED_TABLES:
+        build_columns = _columns(conn, build_schema, table)
+        if not build_columns:
+            raise PublishRefused(f"{build_schema}.{table} does not exist: the marts layer did not build it")
+        published = _columns(conn, schema, table)
+        snapshot = table in SNAPSHOT_TABLES
+        statements = []
+        if not published:
+            statements.append(sql.SQL("create table {}.{} (like {}.{} including defaults)").format(
+                ident(schema), ident(table), ident(build_schema), ident(table)))
+            if snapshot:
+                statements.append(sql.SQL("alter table {}.{} add primary key ({})").format(
+                    ident(schema), ident(table), sql.SQL(", ").join(ident(k) for k in SNAPSHOT_KEYS[table])))
+        else:
+            dropped = [c for c in published if c not in build_columns]
+            if dropped:
+                raise PublishRefused(
+                    f"{schema}.{table}: the build no longer has column(s) {', '.join(dropped)}; removing a "
+                    "published column breaks readers, so drop it deliberately (a migration), not by a run")
+            for column in (c for c in build_columns if c not in published):
+                data_type = conn.execute(
+                    "select format_type(atttypid, atttypmod) from pg_attribute where attrelid = %s::regclass "
+                    "and attname = %s", (f"{build_schema}.{table}", column)).fetchone()[0]
+                statements.append(sql.SQL("alter table {}.{} add column {} {}").format(
+                    ident(schema), ident(table), ident(column), sql.SQL(data_type)))
+        columns_change = bool(statements)
+        if snapshot and not conn.execute("select to_regclass(%s)", (f'"{schema}"."{table}__as_of_date"',)).fetchone()[0]:
+            # publish replaces one date's slice and the marts read the slices they compare with,
+            # which would otherwise scan every snapshot published so far (SHARE: readers go on)
+            statements.append(sql.SQL("create index if not exists {} on {}.{} (as_of_date)").format(
+                ident(f"{table}__as_of_date"), ident(schema), ident(table)))
+        has_view = conn.execute("select to_regclass(%s)", (f"{schema}.{table}_latest",)).fetchone()[0]
+        if snapshot and (columns_change or not has_view):
+            # the view's `select *` is expanded when it is created: recreate it only when columns change
+            statements.append(_view(schema, table))
+        if statements:
+            _ddl(conn, lock_timeout, statements)
+    _idle(conn)
 
 
-def _key(table: str) -> tuple[str, ...] | None:
-    return SNAPSHOT_KEYS.get(table)
+def publication_state(conn, schema: str) -> str:
+    """A digest of the publication log: changes whenever any run publishes (no log = empty log)."""
+    if not conn.execute("select to_regclass(%s)", (f"{schema}.publication_log",)).fetchone()[0]:
+        return "0:"
+    return conn.execute(sql.SQL(
+        "select count(*) || ':' || coalesce(md5(string_agg(run_id || '|' || as_of_date || '|' || published_at, ',' "
+        "order by as_of_date, run_id)), '') from {}.publication_log").format(ident(schema))).fetchone()[0]
+
+
+def audit(conn, build_schema: str, as_of: date) -> dict[str, tuple[int, int, str]]:
+    """Lock the build tables read-only for the rest of the caller's transaction and return, per
+    table, (relation oid, rows, checksum). The checksum is the sum of a 64-bit hash of every row's
+    text: independent of row order, changed by any insert, update or delete."""
+    tables = sql.SQL(", ").join(sql.SQL("{}.{}").format(ident(build_schema), ident(t)) for t in PUBLISHED_TABLES)
+    conn.execute(sql.SQL("lock table {} in share mode").format(tables))
+    result = {}
+    for table in PUBLISHED_TABLES:
+        oid, rows, checksum = conn.execute(sql.SQL(
+            "select %s::regclass::oid, count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text "
+            "from {}.{} as t").format(ident(build_schema), ident(table)), (f"{build_schema}.{table}",)).fetchone()
+        result[table] = (int(oid), rows, checksum)
+    return result
+
+
+def record_audit(conn, run_id: str, as_of: date, audited: dict[str, tuple[int, int, str]]) -> None:
+    conn.execute("delete from tierline.audits where run_id = %s and as_of_date = %s", (run_id, as_of))
+    with conn.cursor() as cur:
+        cur.executemany(
+            "insert into tierline.audits (run_id, as_of_date, relation, relation_oid, row_count, checksum) "
+            "values (%s, %s, %s, %s, %s, %s::numeric)",
+            [(run_id, as_of, table, oid, rows, checksum) for table, (oid, rows, checksum) in audited.items()])
+
+
+def _recorded_audit(conn, run_id: str, as_of: date) -> dict[str, tuple[int, int, str]]:
+    rows = conn.execute("select relation, relation_oid, row_count, checksum::text from tierline.audits "
+                        "where run_id = %s and as_of_date = %s", (run_id, as_of)).fetchall()
+    return {relation: (int(oid), count, checksum) for relation, oid, count, checksum in rows}
+
+
+def _verify(conn, *, build_schema: str, schema: str, as_of: date, run_id: str, expected_state: str) -> dict:
+    recorded = _recorded_audit(conn, run_id, as_of)
+    if not recorded:
+        raise PublishRefused(f"run {run_id} of {as_of}: the marts gate recorded no audit for this run and date, "
+                             "so nothing it could publish was audited; re-run the date")
+    current = audit(conn, build_schema, as_of)
+    for table in PUBLISHED_TABLES:
+        if recorded.get(table) != current[table]:
+            was, now = recorded.get(table), current[table]
+            raise PublishRefused(
+                f"{build_schema}.{table} is not what gate_marts audited for run {run_id} of {as_of} "
+                f"(audited: {was[1] if was else 'nothing'} rows, now {now[1]} rows"
+                f"{', other content' if was and was[1] == now[1] else ''}); nothing was published, re-run the date")
+    state = publication_state(conn, schema)
+    if expected_state is None:
+        raise PublishRefused(f"run {run_id} of {as_of}: no record of the publication this run started building "
+                             "from (dbt_staging records it); nothing was published, re-run the date")
+    if state != expected_state:
+        latest = conn.execute(sql.SQL("select run_id, as_of_date, published_at from {}.publication_log "
+                                      "order by published_at desc limit 1").format(ident(schema))).fetchone()
+        raise PublishRefused(
+            f"run {run_id} of {as_of}: {schema} changed after this run started building"
+            + (f" (latest: run {latest[0]} of {latest[1]} at {latest[2]:%Y-%m-%d %H:%M:%S})" if latest else "")
+            + ", so its history tables and previous evaluations are stale; nothing was published, re-run the date")
+    return current
 
 
 def publish(conn, *, build_schema: str, schema: str, as_of: date, run_id: str, tier_spec_version: str,
-            tier_spec_hash: str) -> Publication:
-    ident = sql.Identifier
+            tier_spec_hash: str, expected_state: str | None, lock_timeout: float = 5) -> Publication:
+    prepare(conn, build_schema=build_schema, schema=schema, lock_timeout=lock_timeout)
     rows: dict[str, int] = {}
     with conn.transaction():
-        conn.execute("set local lock_timeout = '120s'")
-        ensure_log(conn, schema)
+        # deletes and inserts conflict with no reader; this only bounds a wait on another writer
+        conn.execute(sql.SQL("set local lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout * 1000)}ms")))
+        audited = _verify(conn, build_schema=build_schema, schema=schema, as_of=as_of, run_id=run_id,
+                          expected_state=expected_state)
         for table in PUBLISHED_TABLES:
             snapshot = table in SNAPSHOT_TABLES
-            columns = _ensure_table(conn, schema, build_schema, table, _key(table))
-            column_list = sql.SQL(", ").join(ident(c) for c in columns)
-            if snapshot:
-                conn.execute(sql.SQL("delete from {}.{} where as_of_date = %s").format(ident(schema), ident(table)),
-                             (as_of,))
-            else:
-                conn.execute(sql.SQL("delete from {}.{}").format(ident(schema), ident(table)))
-            rows[table] = conn.execute(sql.SQL("insert into {}.{} ({}) select {} from {}.{}").format(
-                ident(schema), ident(table), column_list, column_list, ident(build_schema), ident(table))).rowcount
-            if snapshot:
-                conn.execute(sql.SQL(
-                    "create or replace view {}.{} as select * from {}.{} "
-                    "where as_of_date = (select max(as_of_date) from {}.publication_log)").format(
-                        ident(schema), ident(f"{table}_latest"), ident(schema), ident(table), ident(schema)))
+            column_list = sql.SQL(", ").join(ident(c) for c in _columns(conn, build_schema, table))
+            # a snapshot table's build holds only the run's date: any other row is refused below
+            only_date = sql.SQL(" where as_of_date = %(d)s" if snapshot else "")
+            conn.execute(sql.SQL("delete from {}.{}{}").format(ident(schema), ident(table), only_date), {"d": as_of})
+            rows[table] = conn.execute(sql.SQL("insert into {}.{} ({}) select {} from {}.{}{}").format(
+                ident(schema), ident(table), column_list, column_list, ident(build_schema), ident(table), only_date),
+                {"d": as_of}).rowcount
+            if rows[table] != audited[table][1]:
+                raise PublishRefused(f"{build_schema}.{table}: {audited[table][1] - rows[table]} of its "
+                                     f"{audited[table][1]} audited rows are not of {as_of}; nothing was published")
         conn.execute(sql.SQL(
             "insert into {}.publication_log (run_id, as_of_date, tier_spec_version, tier_spec_hash, row_counts) "
             "values (%s, %s, %s, %s, %s::jsonb) on conflict (run_id, as_of_date) do update set "

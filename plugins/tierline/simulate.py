@@ -2,11 +2,12 @@
 
     make simulate SPEC=path/to/tier_spec.yml      (python -m tierline.simulate --spec ...)
 
-Rebuilds ``customer_value`` and ``customer_tier`` with the candidate specification into the
-scratch schema ``tierline_simulate`` (dbt, same models as production, same previous evaluations
-for hysteresis) for the latest published date, and compares with what is published: customers and
-revenue per tier, the migration matrix from today's tiers, and the biggest movers. Nothing in
-``analytics`` changes. By default the candidate's rules are shown without hysteresis (where the
+Builds the staging layer, the CLV fit, ``customer_value`` and ``customer_tier`` with the candidate
+specification for the latest published date into schemas of its own (named like a run's,
+``RunContext.schemas`` of a ``simulate-...`` run id; dropped afterwards), with the same models
+and the same previous evaluations for hysteresis as production, and compares with what is
+published: customers and revenue per tier, the migration matrix from today's tiers, and the
+biggest movers. It writes no relation but its own: nothing in ``analytics``, no run's build. By default the candidate's rules are shown without hysteresis (where the
 rules put each customer); ``--with-hysteresis`` shows the next run's effect instead, where
 demotions wait for their evaluations.
 """
@@ -14,15 +15,14 @@ demotions wait for their evaluations.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tierline import config, dbt, settings, warehouse
+from tierline import config, dbt, runs, settings, warehouse
 from tierline.errors import TierlineError
-
-SCHEMA = "tierline_simulate"
 
 
 @dataclass
@@ -48,17 +48,37 @@ def run(spec_path: Path, *, movers: int = 20, with_hysteresis: bool = False) -> 
     if not row or row[0] is None:
         raise TierlineError("nothing is published yet: run the pipeline once before simulating a specification")
     as_of = row[0]
-    run_dir = settings.runs_dir() / "simulate" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    dbt_vars = {**cfg.dbt_vars(), "as_of_date": as_of.isoformat(), "run_id": "simulation"}
-    _align_inputs(url, as_of, {**config.load().dbt_vars(), "as_of_date": as_of.isoformat(), "run_id": "simulation"},
-                  cfg, run_dir)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    run_id = f"simulate-{stamp}-{os.getpid()}"
+    run_dir = settings.runs_dir() / "simulate" / stamp
+    schemas = runs.build_schemas(cfg.runs.build_prefix, as_of, run_id)
+    try:
+        return _simulate(url, cfg, spec_path, as_of, run_id, run_dir, schemas, movers, with_hysteresis)
+    finally:
+        with warehouse.connect(url, autocommit=True) as conn:
+            runs.drop_schemas(conn, schemas.values())
+
+
+def _simulate(url, cfg, spec_path, as_of, run_id, run_dir, schemas, movers, with_hysteresis) -> Simulation:
+    from tierline import clv
+
+    schema = cfg.publish.schema_
+    production_vars = {**config.load().dbt_vars(), "as_of_date": as_of.isoformat(), "run_id": run_id,
+                       "schemas": schemas}
+    dbt_vars = {**cfg.dbt_vars(), "as_of_date": as_of.isoformat(), "run_id": run_id, "schemas": schemas}
+    # the inputs as production built them for that date (production's rules), in our own schemas
+    target = run_dir / "dbt_target"  # not the runs' shared one: a what-if takes no run lock
+    dbt.build("staging", warehouse_url=url, dbt_vars=production_vars, run_dir=run_dir, target=target)
+    with warehouse.connect(url) as conn:
+        clv.fit_and_predict(conn, as_of=as_of, cfg=cfg.clv, schema=schemas["intermediate"])
     if not with_hysteresis:
         dbt_vars["tier_spec"] = {**dbt_vars["tier_spec"], "hysteresis": {"demote_after": 1, "max_steps_down": 99}}
     dbt.invoke(["run", "--select", "customer_value", "customer_tier"], "simulate", warehouse_url=url,
-                dbt_vars=dbt_vars, build_schema=SCHEMA, run_dir=run_dir)
+               dbt_vars=dbt_vars, run_dir=run_dir, target=target)
+    sim = schemas["marts"]  # the simulated marts
 
-    joined = (f"from {schema}.customer_tier p join {SCHEMA}.customer_tier s using (customer_id) "
-              f"join {SCHEMA}.customer_value v using (customer_id) where p.as_of_date = %(d)s")
+    joined = (f"from {schema}.customer_tier p join {sim}.customer_tier s using (customer_id) "
+              f"join {sim}.customer_value v using (customer_id) where p.as_of_date = %(d)s")
     with warehouse.connect(url) as conn:
         tiers = conn.execute(
             f"""
@@ -66,7 +86,7 @@ def run(spec_path: Path, *, movers: int = 20, with_hysteresis: bool = False) -> 
                                from {schema}.customer_tier t join {schema}.customer_value v using (customer_id, as_of_date)
                                where as_of_date = %(d)s group by tier),
                  simulated as (select tier, tier_rank, count(*) as customers, sum(v.monetary) as revenue
-                               from {SCHEMA}.customer_tier t join {SCHEMA}.customer_value v using (customer_id)
+                               from {sim}.customer_tier t join {sim}.customer_value v using (customer_id)
                                group by tier, tier_rank)
             select coalesce(s.tier, p.tier), coalesce(p.customers, 0), coalesce(s.customers, 0),
                    coalesce(p.revenue, 0), coalesce(s.revenue, 0)
@@ -90,21 +110,6 @@ def run(spec_path: Path, *, movers: int = 20, with_hysteresis: bool = False) -> 
     )
     result.report.write_text(as_text(result, spec_path) + "\n")
     return result
-
-
-def _align_inputs(url: str, as_of, production_vars: dict, cfg, run_dir: Path) -> None:
-    """Rebuild the (unpublished) staging layer and the CLV fit for ``as_of`` if they were last
-    built for another date, e.g. after an earlier date was re-run."""
-    from tierline import clv
-
-    with warehouse.connect(url) as conn:
-        built = conn.execute("select to_regclass('intermediate.int_run_context')").fetchone()[0] and conn.execute(
-            "select as_of_date from intermediate.int_run_context").fetchone()[0]
-    if built == as_of:
-        return
-    dbt.build("staging", warehouse_url=url, dbt_vars=production_vars, build_schema=SCHEMA, run_dir=run_dir)
-    with warehouse.connect(url) as conn:
-        clv.fit_and_predict(conn, as_of=as_of, cfg=cfg.clv)
 
 
 def as_text(sim: Simulation, spec_path: Path) -> str:

@@ -45,9 +45,9 @@ policies as (
         values
         {%- for code, policy in policies.items() %}
             (
-                '{{ code }}', {{ policy['contact_every_days'] if policy['contact_every_days'] is not none else 'null' }}::integer,
+                {{ sql_literal(code) }}, {{ sql_number(policy['contact_every_days']) }}::integer,
                 {{ 'true' if policy['dedicated_manager'] else 'false' }}, {{ 'true' if policy['birthday_care'] else 'false' }},
-                {{ policy['priority'] }}
+                {{ sql_number(policy['priority']) }}
             )
             {%- if not loop.last %},{% endif %}
         {%- endfor %}

@@ -62,12 +62,12 @@ thresholds as (
             {%- if overriding %}
                 case value.branch_code
                     {%- for branch, threshold in overriding %}
-                        when '{{ branch }}' then {{ threshold }}
+                        when {{ sql_literal(branch) }} then {{ sql_number(threshold) }}
                     {%- endfor %}
-                    else {{ tier[field] if tier[field] is not none else 'null' }}
-                end::numeric as {{ tier['code'] }}__{{ field }},
+                    else {{ sql_number(tier[field]) }}
+                end::numeric as {{ sql_code(tier['code']) }}__{{ field }},
             {%- else %}
-                {{ tier[field] if tier[field] is not none else 'null' }}::numeric as {{ tier['code'] }}__{{ field }},
+                {{ sql_number(tier[field]) }}::numeric as {{ sql_code(tier['code']) }}__{{ field }},
             {%- endif %}
         {%- endfor %}{% endfor %}
         value.branch_code
@@ -83,17 +83,17 @@ ruled as (
         value.account_manager_id,
         {%- for tier in ruled_tiers %}
             {%- for field in fields %}
-                thresholds.{{ tier['code'] }}__{{ field }},
+                thresholds.{{ sql_code(tier['code']) }}__{{ field }},
             {%- endfor %}
         {%- endfor %}
         case
             {%- for tier in ruled_tiers %}
                 when (
-                    thresholds.{{ tier['code'] }}__min_score_percentile is null
-                    or (scored.is_buyer and scored.score_percentile >= thresholds.{{ tier['code'] }}__min_score_percentile)
+                    thresholds.{{ sql_code(tier['code']) }}__min_score_percentile is null
+                    or (scored.is_buyer and scored.score_percentile >= thresholds.{{ sql_code(tier['code']) }}__min_score_percentile)
                 )
-                and (thresholds.{{ tier['code'] }}__min_monetary is null or value.monetary >= thresholds.{{ tier['code'] }}__min_monetary)
-                and (thresholds.{{ tier['code'] }}__min_orders is null or value.orders_in_window >= thresholds.{{ tier['code'] }}__min_orders)
+                and (thresholds.{{ sql_code(tier['code']) }}__min_monetary is null or value.monetary >= thresholds.{{ sql_code(tier['code']) }}__min_monetary)
+                and (thresholds.{{ sql_code(tier['code']) }}__min_orders is null or value.orders_in_window >= thresholds.{{ sql_code(tier['code']) }}__min_orders)
                     then {{ loop.index }}
             {%- endfor %}
             else {{ ladder | length }}
@@ -109,7 +109,7 @@ overrides as (
     where
         valid_from <= {{ as_of() }}
         and (valid_to is null or valid_to >= {{ as_of() }})
-        and tier in ({% for tier in ladder %}'{{ tier["code"] }}'{% if not loop.last %}, {% endif %}{% endfor %})
+        and tier in ({% for tier in ladder %}{{ sql_literal(tier["code"]) }}{% if not loop.last %}, {% endif %}{% endfor %})
 ),
 
 previous as (
@@ -141,8 +141,8 @@ policed as (
         held.*,
         case
             when held.below_count = 0 then held.rule_rank
-            when held.below_count >= {{ hyst['demote_after'] }}
-                then least(held.rule_rank, held.previous_policy_rank + {{ hyst['max_steps_down'] }})
+            when held.below_count >= {{ sql_number(hyst['demote_after']) }}
+                then least(held.rule_rank, held.previous_policy_rank + {{ sql_number(hyst['max_steps_down']) }})
             else held.previous_policy_rank
         end as policy_rank
     from held
@@ -178,13 +178,13 @@ final as (
                 then format('override by %s until %s: %s', overrides.set_by, coalesce(overrides.valid_to::text, 'further notice'), overrides.reason)
             when policed.policy_rank <> policed.rule_rank
                 then format(
-                    'held at %s: below its line for %s of {{ hyst["demote_after"] }} evaluations (rules say %s)',
+                    'held at %s: below its line for %s of {{ sql_number(hyst["demote_after"]) }} evaluations (rules say %s)',
                     {{ tier_code('policed.policy_rank') }}, policed.below_count, {{ tier_code('policed.rule_rank') }}
                 )
             {%- for tier in ruled_tiers %}
-                {%- set c = tier['code'] %}
+                {%- set c = sql_code(tier['code']) | trim %}
                 when policed.rule_rank = {{ loop.index }} then
-                    '{{ c }}' || coalesce(' (branch ' || policed.branch_code || ')', '') || ': '
+                    {{ sql_literal(c) }} || coalesce(' (branch ' || policed.branch_code || ')', '') || ': '
                     || concat_ws(
                         ' and ',
                         case
@@ -205,7 +205,7 @@ final as (
                     )
             {%- endfor %}
             else format(
-                '{{ ladder[-1]["code"] }}: no higher rule met (orders in window %s, monetary %s, score percentile %s)',
+                {{ sql_literal(ladder[-1]["code"] ~ ': no higher rule met (orders in window %s, monetary %s, score percentile %s)') }},
                 policed.orders_in_window, policed.monetary, round(policed.score_percentile::numeric, 4)
             )
         end as tier_reason,
@@ -217,8 +217,8 @@ final as (
         policed.branch_code,
         policed.account_manager_id,
         policed.previous_tier,
-        '{{ var("tier_spec_version", "unversioned") }}'::text as tier_spec_version,
-        '{{ var("tier_spec_hash", "none") }}'::text as tier_spec_hash
+        {{ sql_literal(var("tier_spec_version", "unversioned")) }}::text as tier_spec_version,
+        {{ sql_literal(var("tier_spec_hash", "none")) }}::text as tier_spec_hash
     from policed
     left join overrides on policed.customer_id = overrides.customer_id
 )

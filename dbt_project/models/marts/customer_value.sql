@@ -17,7 +17,7 @@ interactions as (
         customer_id,
         count(*) as interactions_365d,
         {%- for channel in ['phone', 'email', 'wechat', 'visit', 'web', 'social', 'event', 'other'] %}
-            count(*) filter (where channel = '{{ channel }}') as interactions_{{ channel }}_365d,
+            count(*) filter (where channel = {{ sql_literal(channel) }}) as interactions_{{ channel }}_365d,
         {%- endfor %}
         max(occurred_date) as last_interaction_date
     from {{ ref('stg_crm__interactions') }}

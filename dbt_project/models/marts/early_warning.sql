@@ -59,8 +59,8 @@ thresholds as (
         values
         {%- for line in lines %}
             (
-                {{ "'" ~ line['branch'] ~ "'" if line['branch'] else 'null' }}::text, '{{ line["code"] }}'
-                {%- for field in fields %}, {{ line['values'][field] if line['values'][field] is not none else 'null' }}::numeric{% endfor %}
+                {{ sql_literal(line['branch'] or none) }}::text, {{ sql_literal(line["code"]) }}
+                {%- for field in fields %}, {{ sql_number(line['values'][field]) }}::numeric{% endfor %}
             )
             {%- if not loop.last %},{% endif %}
         {%- endfor %}
@@ -89,7 +89,7 @@ demotions as (
         held.rule_tier,
         stages.lifecycle_stage,
         held.evaluations_below,
-        greatest({{ demote_after }} - held.evaluations_below, 1) as evaluations_until_demotion,
+        greatest({{ sql_number(demote_after) }} - held.evaluations_below, 1) as evaluations_until_demotion,
         held.score_percentile,
         -- how far below the current tier's line (0 = meets it; null = the tier has no such line)
         case
@@ -105,7 +105,7 @@ demotions as (
         value.predicted_clv,
         null::numeric as value_at_risk,
         format(
-            'rules say %s, held at %s by hysteresis (%s of {{ demote_after }} evaluations below); short of the %s line by %s',
+            'rules say %s, held at %s by hysteresis (%s of {{ sql_number(demote_after) }} evaluations below); short of the %s line by %s',
             held.rule_tier, held.tier, held.evaluations_below, held.tier,
             concat_ws(
                 ', ',
@@ -150,7 +150,7 @@ churn as (
         round(stages.churn_risk * greatest(coalesce(value.predicted_clv, 0), coalesce(value.monetary, 0)), 2)
             as value_at_risk,
         format(
-            'churn risk %s >= {{ warning["churn_risk_threshold"] }} (%s): %s',
+            'churn risk %s >= {{ sql_number(warning["churn_risk_threshold"]) }} (%s): %s',
             stages.churn_risk, stages.lifecycle_stage, stages.churn_risk_reason
         ) as reason,
         tiers.branch_code,
@@ -159,9 +159,9 @@ churn as (
     inner join stages on tiers.customer_id = stages.customer_id
     left join value on tiers.customer_id = value.customer_id
     where
-        stages.churn_risk >= {{ warning['churn_risk_threshold'] }}
+        stages.churn_risk >= {{ sql_number(warning['churn_risk_threshold']) }}
         {%- if warning['churn_exclude_stages'] %}
-            and stages.lifecycle_stage not in ({% for stage in warning['churn_exclude_stages'] %}'{{ stage }}'{% if not loop.last %}, {% endif %}{% endfor %})
+            and stages.lifecycle_stage not in ({% for stage in warning['churn_exclude_stages'] %}{{ sql_literal(stage) }}{% if not loop.last %}, {% endif %}{% endfor %})
         {%- endif %}
 ),
 

@@ -68,7 +68,7 @@ ladder as (
         values
         ('all', null::integer),
         {%- for tier in ladder %}
-            ('{{ tier["code"] }}', {{ loop.index }}){% if not loop.last %},{% endif %}
+            ({{ sql_literal(tier["code"]) }}, {{ loop.index }}){% if not loop.last %},{% endif %}
         {%- endfor %}
     ) as ladder_tiers (tier, tier_rank)
 ),
@@ -82,7 +82,7 @@ customer_level as (
         coalesce(value.complaints_365d, 0) as complaints_365d,
         value.csat,
         value.nps_score,
-        tiers.tier in ({% for code in kpi['top_tiers'] %}'{{ code }}'{% if not loop.last %}, {% endif %}{% endfor %})
+        tiers.tier in ({% for code in kpi['top_tiers'] %}{{ sql_literal(code) }}{% if not loop.last %}, {% endif %}{% endfor %})
             as is_top_tier,
         coalesce(start_tiers.was_customer, false) as was_customer,
         stages.lifecycle_stage = 'churned' as has_churned,
@@ -109,7 +109,7 @@ stacked as (
         csat,
         nps_score,
         is_top_tier,
-        monetary > 0 and monetary_rank_in_tier <= ceil({{ kpi['top_customer_share'] }} * revenue_customers_in_tier)
+        monetary > 0 and monetary_rank_in_tier <= ceil({{ sql_number(kpi['top_customer_share']) }} * revenue_customers_in_tier)
             as is_top_customer
     from customer_level
     union all
@@ -121,7 +121,7 @@ stacked as (
         csat,
         nps_score,
         is_top_tier,
-        monetary > 0 and monetary_rank <= ceil({{ kpi['top_customer_share'] }} * revenue_customers) as is_top_customer
+        monetary > 0 and monetary_rank <= ceil({{ sql_number(kpi['top_customer_share']) }} * revenue_customers) as is_top_customer
     from customer_level
 ),
 

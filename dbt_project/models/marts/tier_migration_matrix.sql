@@ -32,7 +32,7 @@ ladder as (
     from (
         values
         {%- for tier in ladder %}
-            ('{{ tier["code"] }}', {{ loop.index }}){% if not loop.last %},{% endif %}
+            ({{ sql_literal(tier["code"]) }}, {{ loop.index }}){% if not loop.last %},{% endif %}
         {%- endfor %}
     ) as ladder_tiers (tier, tier_rank)
 ),

@@ -1,0 +1,104 @@
+"""Publish never waits on a reader for long, and a killed pipeline process holds no lock
+(issue 8, item 3). The reader loop during real publishes is in test_pipeline_e2e."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tierline import publish, warehouse
+from tierline.assets import PUBLISHED_TABLES, SNAPSHOT_KEYS
+from tierline.errors import is_transient
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _build_tables(conn, schema: str) -> None:
+    conn.execute(f"create schema {schema}")
+    for table in PUBLISHED_TABLES:
+        keys = SNAPSHOT_KEYS.get(table, ("customer_id", "as_of_date"))
+        columns = ", ".join(f"{k} {'date' if k == 'as_of_date' else 'text'}" for k in keys)
+        conn.execute(f"create table {schema}.{table} ({columns})")
+
+
+def test_a_new_column_waits_briefly_for_an_idle_reader_then_gives_up_as_transient(warehouse_url):
+    with warehouse.connect(warehouse_url, autocommit=True) as conn:
+        _build_tables(conn, "build")
+        publish.prepare(conn, build_schema="build", schema="analytics")
+        conn.execute("insert into analytics.publication_log (run_id, as_of_date, row_counts) "
+                     "values ('r', '2026-11-01', '{}')")
+        conn.execute("alter table build.customer_tier add column tier_note text")
+
+    idle = psycopg.connect(warehouse_url)  # a BI session idle inside a transaction
+    idle.execute("select count(*) from analytics.customer_tier_latest").fetchone()
+    waits = []
+
+    def reader():
+        with psycopg.connect(warehouse_url, autocommit=True) as conn:
+            conn.execute("set lock_timeout = '2s'")
+            deadline = time.monotonic() + 6
+            while time.monotonic() < deadline:
+                started = time.monotonic()
+                conn.execute("select count(*) from analytics.customer_tier_latest").fetchone()
+                waits.append(time.monotonic() - started)
+                time.sleep(0.05)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    started = time.monotonic()
+    try:
+        with warehouse.connect(warehouse_url) as conn:
+            with pytest.raises(psycopg.errors.LockNotAvailable) as refused:
+                publish.prepare(conn, build_schema="build", schema="analytics", lock_timeout=0.5)
+    finally:
+        thread.join()
+    took = time.monotonic() - started
+    assert is_transient(refused.value)
+    assert took < 15, f"the schema change waited {took:.1f} s on an idle reader"
+    # readers queued behind the waiting ALTER for at most its lock timeout, never failed
+    assert waits and max(waits) < 1.5
+
+    idle.rollback()
+    idle.close()
+    with warehouse.connect(warehouse_url) as conn:
+        publish.prepare(conn, build_schema="build", schema="analytics", lock_timeout=0.5)
+        columns = [r[0] for r in conn.execute(
+            "select column_name from information_schema.columns where table_schema = 'analytics' "
+            "and table_name = 'customer_tier_latest'")]
+    assert "tier_note" in columns  # the view follows the table, re-created only because a column came
+
+
+def test_a_killed_pipeline_process_leaves_no_backend_holding_locks(warehouse_url):
+    """kill -9 of a pipeline process in the middle of a statement, holding a lock readers need:
+    the server notices within seconds (client_connection_check_interval) and frees the lock."""
+    with warehouse.connect(warehouse_url, autocommit=True) as conn:
+        conn.execute("create table victim (id int)")
+    code = (
+        "import sys, time\n"
+        "from tierline import warehouse\n"
+        "with warehouse.connect(sys.argv[1]) as conn:\n"
+        "    conn.execute('lock table victim in access exclusive mode')\n"
+        "    print(conn.info.backend_pid, flush=True)\n"
+        "    conn.execute('select pg_sleep(120)')\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code, warehouse_url], stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT / "plugins")})
+    backend = int(process.stdout.readline())
+    time.sleep(0.5)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = time.monotonic()
+    with warehouse.connect(warehouse_url, autocommit=True) as conn:
+        while conn.execute("select count(*) from pg_stat_activity where pid = %s", (backend,)).fetchone()[0]:
+            assert time.monotonic() - killed_at < 10, "the killed client's backend still runs and holds its lock"
+            time.sleep(0.2)
+        conn.execute("set lock_timeout = '2s'")
+        assert conn.execute("select count(*) from victim").fetchone()[0] == 0
