@@ -126,7 +126,8 @@ def test_a_second_run_waits_for_the_first_and_both_publish_what_a_clean_run_does
     wait_for(lambda: Path(f"{a.flags}.ready").exists() or a.poll() is not None, 600, "run A to pass gate_marts")
     assert a.poll() is None, a.log_path.read_text()
 
-    impatient = world["root"] / "impatient.yml"
+    impatient = world["root"] / "impatient" / "tierline.yml"
+    shutil.copytree(world["config"].parent, impatient.parent)
     cfg = yaml.safe_load(world["config"].read_text())
     cfg["runs"]["lock_wait_seconds"] = 2
     impatient.write_text(yaml.safe_dump(cfg, allow_unicode=True))
