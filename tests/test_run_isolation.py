@@ -72,8 +72,13 @@ def world(server_url, tmp_path_factory):
     for day in (DAY1, DAY2):
         run_in_process(day, f"reference-{day}", landing)
         reference[day] = published(reference_url)
+    processes = []
     yield {"root": root, "landing": landing, "config": config_dir / "tierline.yml", "database": database,
-           "reference": reference, "patch": patch}
+           "reference": reference, "patch": patch, "processes": processes}
+    for process in processes:  # a failed test may leave a paused run behind
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
     patch.undo()
     for url in databases:
         warehouse.drop_database(url)
@@ -100,6 +105,7 @@ def start_run(world, url: str, day: date, run_id: str, *, pause: bool = False, c
     log = open(f"{flags}.log", "w")  # noqa: SIM115 - closed when the process is collected
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     process.log_path, process.flags = Path(f"{flags}.log"), flags
+    world["processes"].append(process)
     return process
 
 
@@ -212,6 +218,7 @@ def test_two_make_runs_at_once_on_one_warehouse(world, tmp_path):
         runs[day] = subprocess.Popen(
             [sys.executable, "-m", "tierline.cli", "run", "--landing", str(world["landing"]), "--as-of", day.isoformat()],
             env={**env, "TIERLINE_HOME": str(home)}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        world["processes"].append(runs[day])
         if day == DAY1:
             def first_holds():
                 try:

@@ -193,11 +193,19 @@ def publish(ctx: RunContext):
 
     def run():
         with warehouse.connect(ctx.warehouse_url) as conn:
+            if runs.status(conn, ctx) == "published":
+                # a retry after this run's publish committed (the connection dropped while it
+                # cleaned up): what it audited is published; finish the clean-up only
+                with conn.transaction():
+                    runs.finish_published(conn, ctx)
+                return publish_module.Publication(ctx.run_id, ctx.as_of, publish_module.published_rows(
+                    conn, ctx.schemas["analytics"], ctx.run_id, ctx.as_of) or {})
             publication = publish_module.publish(
                 conn, build_schema=ctx.schemas["marts"], schema=ctx.schemas["analytics"],
                 as_of=ctx.as_of, run_id=ctx.run_id, tier_spec_version=ctx.config.tier_spec.version,
                 tier_spec_hash=ctx.config.tier_spec_hash, lock_timeout=ctx.config.publish.lock_timeout_seconds,
-                expected_state=runs.recorded_publication_state(conn, ctx))
+                expected_state=runs.recorded_publication_state(conn, ctx),
+                in_transaction=lambda: runs.mark_published(conn, ctx))
             conn.commit()
             with conn.transaction():
                 runs.finish_published(conn, ctx)

@@ -160,6 +160,15 @@ def publication_state(conn, schema: str) -> str:
         "order by as_of_date, run_id)), '') from {}.publication_log").format(ident(schema))).fetchone()[0]
 
 
+def published_rows(conn, schema: str, run_id: str, as_of: date) -> dict[str, int] | None:
+    """The row counts this run published for this date, or None if it has not published it."""
+    if not conn.execute("select to_regclass(%s)", (f"{schema}.publication_log",)).fetchone()[0]:
+        return None
+    row = conn.execute(sql.SQL("select row_counts from {}.publication_log where run_id = %s and as_of_date = %s")
+                       .format(ident(schema)), (run_id, as_of)).fetchone()
+    return row[0] if row else None
+
+
 def audit(conn, build_schema: str, as_of: date) -> dict[str, tuple[int, int, str]]:
     """Lock the build tables read-only for the rest of the caller's transaction and return, per
     table, (relation oid, rows, checksum). The checksum is the sum of a 64-bit hash of every row's
@@ -218,7 +227,10 @@ def _verify(conn, *, build_schema: str, schema: str, as_of: date, run_id: str, e
 
 
 def publish(conn, *, build_schema: str, schema: str, as_of: date, run_id: str, tier_spec_version: str,
-            tier_spec_hash: str, expected_state: str | None, lock_timeout: float = 5) -> Publication:
+            tier_spec_hash: str, expected_state: str | None, lock_timeout: float = 5,
+            in_transaction=None) -> Publication:
+    """Publish the audited build (see the module docstring); ``in_transaction`` runs last inside
+    the publish transaction (the run's bookkeeping, committed with the data or not at all)."""
     prepare(conn, build_schema=build_schema, schema=schema, lock_timeout=lock_timeout)
     rows: dict[str, int] = {}
     with conn.transaction():
@@ -244,4 +256,6 @@ def publish(conn, *, build_schema: str, schema: str, as_of: date, run_id: str, t
             "published_at = now(), row_counts = excluded.row_counts").format(ident(schema)),
             (run_id, as_of, tier_spec_version, tier_spec_hash, json.dumps(rows)))
         batches.promote(conn, run_id=run_id, as_of=as_of)
+        if in_transaction is not None:
+            in_transaction()
     return Publication(run_id, as_of, rows)

@@ -245,11 +245,21 @@ def drop_schemas(conn, schemas) -> None:
         conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema)))
 
 
+def status(conn, ctx) -> str | None:
+    row = conn.execute("select status from tierline.build_runs where run_id = %s and as_of_date = %s",
+                       (ctx.run_id, ctx.as_of)).fetchone()
+    return row[0] if row else None
+
+
+def mark_published(conn, ctx) -> None:
+    """Inside the publish transaction: the run's build is published (a retry only cleans up)."""
+    conn.execute("update tierline.build_runs set status = 'published', finished_at = now() "
+                 "where run_id = %s and as_of_date = %s", (ctx.run_id, ctx.as_of))
+
+
 def finish_published(conn, ctx) -> None:
     """Drop the published run's build schemas: what they held is in the published schema now."""
     drop_schemas(conn, [ctx.schemas[layer] for layer in LAYERS])
-    conn.execute("update tierline.build_runs set status = 'published', finished_at = now() "
-                 "where run_id = %s and as_of_date = %s", (ctx.run_id, ctx.as_of))
     conn.execute("delete from tierline.audits where run_id = %s and as_of_date = %s", (ctx.run_id, ctx.as_of))
 
 
