@@ -116,21 +116,24 @@ def test_warehouse_restart_during_dbt_staging_is_retried_and_the_run_publishes(a
 
 
 def test_failed_dbt_test_is_not_retried(airflow_run):
-    from tierline import load
+    from tierline import batches, load
 
-    # history that breaks a dbt relationships test (an interaction of an unknown customer,
-    # written straight into raw, as a bad migration would): the data's fault, not the server's
+    # published history that breaks a dbt relationships test (an interaction of an unknown
+    # customer, written straight into raw, as a bad migration would): the data's fault
+    earlier = DAY - timedelta(days=2)
     with warehouse.connect(airflow_run["url"]) as conn:
         load.ensure_raw_schema(conn)
+        batch = batches.open_batch(conn, earlier, "migration")
         columns = [r[0] for r in conn.execute(
             "select column_name from information_schema.columns where table_schema = 'raw' "
             "and table_name = 'crm_interactions'")]
         values = {"interaction_id": "BROKEN-1", "customer_id": "NOBODY", "channel": "phone",
                   "occurred_at": "2026-10-30 10:00:00", "updated_at": "2026-10-30 10:00:00",
-                  "_extract_date": DAY - timedelta(days=2), "_line_no": 2, "_file_sha256": "injected"}
+                  "_extract_date": earlier, "_line_no": 2, "_file_sha256": "injected", "batch_id": batch}
         conn.execute(
             f"insert into raw.crm_interactions ({', '.join(columns)}) values ({', '.join(['%s'] * len(columns))})",
             [values.get(c) for c in columns])
+        batches.promote(conn, run_id="migration", as_of=earlier)
     code, _ = airflow_run["run"]()
     assert code != 0
     staging = _stage("dbt_staging")
