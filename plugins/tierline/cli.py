@@ -105,9 +105,14 @@ class RunOutcome:
 
 def _say_who_holds_the_warehouse(as_of: date) -> None:
     """Runs on one warehouse take turns (tierline.runs): say so before this one starts waiting."""
+    import psycopg
+
     from tierline import config, runs
 
-    holder = runs.current_holder(warehouse.url())
+    try:
+        holder = runs.current_holder(warehouse.url())
+    except psycopg.Error:
+        return  # an unreachable warehouse is reported by the run itself
     if holder is not None:
         wait = config.load().runs.lock_wait_seconds
         print(f"tierline: the warehouse is busy with {holder.describe()}; the run for {as_of} waits for it "
