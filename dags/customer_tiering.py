@@ -55,8 +55,10 @@ def _run(stage: str, *args, **context):
     except Exception as exc:
         if errors.is_transient(exc):
             raise  # the warehouse's connection or server: Airflow retries the task
-        # Bad data, a failed check, a refused lock or a bug does not get better by retrying.
-        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+        # Bad data, a failed check, a refused lock or a bug does not get better by retrying; our
+        # own errors say what and where, anything else is named by its type.
+        raise AirflowFailException(str(exc) if isinstance(exc, errors.TierlineError)
+                                   else f"{type(exc).__name__}: {exc}") from exc
 
 
 def _gate(name: str, context):
