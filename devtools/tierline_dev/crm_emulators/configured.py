@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from tierline import contract, load
+from tierline import contract, csvfile
 from tierline.crm.config import RECORD_ID, Settings
 from tierline_dev.crm_emulators import fxiaoke, zoho
 from tierline_dev.crm_emulators.base import CrmEmulatorBase, FieldSpec, ModuleSpec
@@ -67,8 +67,8 @@ def accounts_from_extract(settings: Settings, landing: Path) -> list[dict[str, A
     entity = contract.BY_FILE["crm_customers.csv"]
     accounts: dict[str, dict[str, Any]] = {}
     for path in sorted(Path(landing).glob("*/crm_customers.csv")):
-        shape = load.inspect_file(path, entity)
-        with path.open(encoding=shape.encoding, newline="") as handle:
+        shape = csvfile.inspect(path, entity)
+        with path.open(encoding=shape.encoding, errors="replace", newline="") as handle:
             reader = csv.reader(handle)
             next(reader)
             for fields in reader:
