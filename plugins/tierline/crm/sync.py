@@ -39,7 +39,7 @@ from typing import Any
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from tierline import settings, warehouse
+from tierline import exports, settings, warehouse
 from tierline.crm import (
     CrmBatchRejected,
     CrmBudgetExceeded,
@@ -504,27 +504,35 @@ def save_plan(conn, result: Plan, *, mode: str = "sync") -> None:
 
 
 def write_dry_run(result: Plan, out_dir: Path | None = None) -> Path:
-    """The plan as a reviewable JSON-lines file: a summary, then one line per write, conflict and error."""
+    """The plan as a reviewable JSON-lines file: a summary, then one line per write, conflict and error.
+
+    People open it in a spreadsheet: every text value is made safe there (:mod:`tierline.exports`).
+    """
     out_dir = Path(out_dir or settings.home() / "crm")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"dry_run_{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}.jsonl"
     tmp = path.with_suffix(".partial")
-    with tmp.open("w", encoding="utf-8") as out:
-        out.write(dumps({"kind": "summary", "module": result.module, **result.summary()}) + "\n")
+
+    def lines():
+        yield {"kind": "summary", "module": result.module, **result.summary()}
         for c in result.changes:
             changes = {name: {"old": c.previous.get(name), "new": value} for name, value in c.written.items()}
             extra = {k: v for k, v in c.payload.items() if k not in c.written}
-            out.write(dumps({"kind": c.action, "customer_id": c.customer_id, "crm_id": c.crm_id,
-                             "changes": changes, "also_sent": extra}) + "\n")
+            yield {"kind": c.action, "customer_id": c.customer_id, "crm_id": c.crm_id, "changes": changes,
+                   "also_sent": extra}
         for conflict in result.new_conflicts:
-            out.write(dumps({"kind": "conflict", **conflict}) + "\n")
+            yield {"kind": "conflict", **conflict}
         for error in result.mapping_errors:
-            out.write(dumps({"kind": "mapping_error", **error}) + "\n")
+            yield {"kind": "mapping_error", **error}
         if result.mode == "update":
             for unmatched in result.unmatched:
-                out.write(dumps({"kind": "unmatched", **unmatched}) + "\n")
+                yield {"kind": "unmatched", **unmatched}
         for ambiguous in result.ambiguous:
-            out.write(dumps({"kind": "ambiguous", **ambiguous}) + "\n")
+            yield {"kind": "ambiguous", **ambiguous}
+
+    with tmp.open("w", encoding="utf-8") as out:
+        for line in lines():
+            out.write(dumps(exports.cells(line)) + "\n")
     tmp.replace(path)
     return path
 
