@@ -27,13 +27,13 @@ export $(USER_VARIABLES)
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
 	@touch $(STAMP)
 
-venv: $(STAMP) ## create .venv from the pinned requirements.txt
+venv: $(STAMP) ## create .venv from the pinned requirements-dev.txt (the runtime requirements.txt plus tools)
 
 demo: $(STAMP) ## generate sample extracts, run the whole DAG for each date, print where results are (CRM=fxiaoke: sync to the 纷享销客 emulator)
 	$(BIN)/python -m tierline.cli demo --customers "$$CUSTOMERS" --days "$$DAYS" --crm "$$CRM"
@@ -54,7 +54,7 @@ preflight: $(STAMP) ## check config, warehouse, landing and date folder in secon
 
 lint: $(STAMP) ## ruff (with AIR3) and sqlfluff on the dbt models
 	$(BIN)/ruff check dags plugins devtools tests bench
-	$(BIN)/python -m tierline.lint
+	$(BIN)/python -m tierline_dev.lint
 
 bench: $(STAMP) ## full refresh + incremental days at SCALE customers (default 100000) vs floor and peers, BTYD fit on 1M; bench/results/
 	$(BIN)/python bench/bench_btyd.py
@@ -70,7 +70,7 @@ simulate: $(STAMP) ## what-if of a tier specification, nothing published: make s
 	$(BIN)/python -m tierline.simulate --spec "$$SPEC"
 
 holdout: $(STAMP) ## CDNOW holdout report (predicted vs actual repeat purchases): reports/cdnow/
-	$(BIN)/python -m tierline.btyd holdout --transactions tests/data/cdnow/CDNOW_sample.txt --out reports/cdnow
+	$(BIN)/python -m tierline_dev.holdout --transactions tests/data/cdnow/CDNOW_sample.txt --out reports/cdnow
 
 crm-sync: $(STAMP) ## push changed tiers to the CRM (DRY_RUN=1: only write the plan to a file)
 	$(BIN)/python -m tierline.cli crm-sync $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run)

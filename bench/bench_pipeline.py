@@ -199,7 +199,7 @@ def write_delta(base: Path, out: Path, day: date, number: int, new_orders: float
 
 
 def prepare_data(customers: int, seed: int) -> tuple[Path, dict]:
-    from tierline import generate
+    from tierline_dev import generate
 
     data = settings.home() / "bench" / f"incremental_{customers}_{seed}"
     info_path = data / "_bench.json"

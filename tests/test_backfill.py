@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tierline import cli, generate, publish, settings, warehouse
+from tierline import cli, publish, settings, warehouse
+from tierline_dev import generate
 
 DATES = (date(2023, 3, 14), date(2025, 12, 31))
 

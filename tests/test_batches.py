@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from tierline import batches, generate, land, load, pipeline, settings, warehouse
+from tierline import batches, land, load, pipeline, settings, warehouse
 from tierline.errors import TierlineError
 from tierline.report import STAGE_ORDER
+from tierline_dev import generate
 
 D1, D2, D3 = date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)
 ORDERS_HEADER = "order_id,customer_id,order_ts,status,gross_amount,net_amount,updated_at\n"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tierline import contract
-from tierline.generate import PERSONAS, generate, main
+from tierline_dev.generate import PERSONAS, generate, main
 
 START = date(2026, 11, 1)
 DAYS = 4

@@ -17,8 +17,9 @@ from datetime import date, timedelta
 import pytest
 from psycopg import sql
 
-from tierline import generate, pipeline, warehouse
+from tierline import pipeline, warehouse
 from tierline.assets import PUBLISHED_TABLES
+from tierline_dev import generate
 
 DAY1 = date(2026, 11, 1)
 DAYS = [DAY1 + timedelta(days=k) for k in range(3)]

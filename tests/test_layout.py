@@ -1,9 +1,20 @@
-"""The pipeline package stands alone: development tools may use it, never the other way round."""
+"""The pipeline package stands alone: development tools may use it, never the other way round.
+
+It is installable (pyproject.toml) with a ``tierline`` console command, and its runtime
+requirements are pinned apart from the development ones, which the production image never gets.
+"""
 
 from __future__ import annotations
 
+import argparse
 import ast
+import importlib
+import re
+import tomllib
 
+import pytest
+
+from tierline import cli
 from tierline.settings import PROJECT_ROOT
 
 PIPELINE = PROJECT_ROOT / "plugins" / "tierline"
@@ -19,9 +30,62 @@ def imported_modules(path) -> set[str]:
     return names
 
 
+def requirement_names(path) -> set[str]:
+    return {re.split(r"[\[<>=;\s]", line, maxsplit=1)[0].lower().replace("-", "_")
+            for line in path.read_text().splitlines() if line.strip() and not line.startswith(("#", "-"))}
+
+
+def pipeline_imports() -> dict[str, set[str]]:
+    files = [*PIPELINE.rglob("*.py"), *(PROJECT_ROOT / "dags").glob("*.py")]
+    return {str(path.relative_to(PROJECT_ROOT)): imported_modules(path) for path in files}
+
+
 def test_the_pipeline_never_imports_the_development_tools():
-    offenders = sorted(f"{path.relative_to(PROJECT_ROOT)}: {name}"
-                       for path in PIPELINE.rglob("*.py")
-                       for name in imported_modules(path) if name.split(".")[0] == "tierline_dev")
+    offenders = sorted(f"{path}: {name}" for path, names in pipeline_imports().items()
+                       for name in names if name.split(".")[0] == "tierline_dev")
     assert not offenders, "plugins/tierline imports devtools:\n" + "\n".join(offenders)
-    assert (PROJECT_ROOT / "devtools" / "tierline_dev" / "crm_emulators" / "zoho.py").exists()
+    for tool in ("crm_emulators/zoho.py", "generate.py", "holdout.py", "lint.py"):
+        assert (PROJECT_ROOT / "devtools" / "tierline_dev" / tool).exists()
+
+
+def test_the_pipeline_imports_no_development_requirement():
+    dev_only = (requirement_names(PROJECT_ROOT / "requirements-dev.in")
+                - requirement_names(PROJECT_ROOT / "requirements.in"))
+    assert {"pytest", "faker", "matplotlib", "sqlfluff"} <= dev_only
+    offenders = sorted(f"{path}: {name}" for path, names in pipeline_imports().items()
+                       for name in names if name.split(".")[0] in dev_only)
+    assert not offenders, "the pipeline imports development requirements:\n" + "\n".join(offenders)
+
+
+def test_runtime_and_development_pins_are_separate_and_complete():
+    pins = {}
+    for name in ("requirements.txt", "requirements-dev.txt"):
+        pins[name] = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", (PROJECT_ROOT / name).read_text(), re.M))
+        lines = [line for line in (PROJECT_ROOT / name).read_text().splitlines() if line and line[0] != "#"]
+        assert all("==" in line for line in lines if not line.startswith("-r ")), f"{name}: not fully pinned"
+    assert "-r requirements.txt" in (PROJECT_ROOT / "requirements-dev.txt").read_text().splitlines()
+    assert not pins["requirements.txt"].keys() & pins["requirements-dev.txt"].keys()
+    runtime = requirement_names(PROJECT_ROOT / "requirements.in")
+    assert runtime <= {name.lower().replace("-", "_") for name in pins["requirements.txt"]}
+
+
+def test_the_console_command_is_the_cli_with_help_on_every_subcommand(capsys):
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    module, _, function = project["scripts"]["tierline"].partition(":")
+    assert getattr(importlib.import_module(module), function) is cli.main
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"run", "backfill", "demo", "preflight", "crm-sync"} <= commands.keys()
+    for argv in (["--help"], *([name, "--help"] for name in commands)):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(argv)
+        assert exit_.value.code == 0, argv
+        assert "usage: tierline" in capsys.readouterr().out
+
+
+def test_the_demo_runs_the_sample_generator_as_a_separate_tool(tmp_path, monkeypatch):
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    done = cli.run_devtool("tierline_dev.generate", "--out", str(tmp_path), "--customers", "20", "--days", "1",
+                           "--no-progress", capture_output=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "2026-11-01" / "crm_customers.csv").exists()

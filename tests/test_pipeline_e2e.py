@@ -18,8 +18,9 @@ import pytest
 import yaml
 
 from tests.receivers import HttpReceiver, chat_connection
-from tierline import cli, config, generate, settings, simulate, warehouse
+from tierline import cli, config, settings, simulate, warehouse
 from tierline.assets import PUBLISHED_TABLES
+from tierline_dev import generate
 
 from .bi_readers import BiReaders
 

@@ -34,8 +34,9 @@ import pytest
 import requests
 
 from tests.receivers import HttpReceiver, chat_connection, free_port
-from tierline import generate, publish, warehouse
+from tierline import publish, warehouse
 from tierline.assets import PUBLISHED_TABLES
+from tierline_dev import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 METADATA_SERVER = os.environ.get("TIERLINE_TEST_METADATA_SERVER", "postgresql://postgres@127.0.0.1:5432/postgres")

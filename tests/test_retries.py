@@ -17,8 +17,9 @@ import psycopg
 import pytest
 
 from tests.private_pg import PrivatePostgres
-from tierline import cli, generate, settings, warehouse
+from tierline import cli, settings, warehouse
 from tierline.errors import ConfigError, TransientError, is_transient
+from tierline_dev import generate
 
 DAY = date(2026, 11, 1)
 

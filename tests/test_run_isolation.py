@@ -22,9 +22,10 @@ import psycopg
 import pytest
 import yaml
 
-from tierline import generate, pipeline, settings, warehouse
+from tierline import pipeline, settings, warehouse
 from tierline.assets import PUBLISHED_TABLES
 from tierline.errors import PublishRefused
+from tierline_dev import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY1, DAY2 = date(2026, 11, 1), date(2026, 11, 2)

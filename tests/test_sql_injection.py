@@ -12,8 +12,9 @@ from datetime import date
 import pytest
 import yaml
 
-from tierline import config, generate, pipeline, settings, warehouse
+from tierline import config, pipeline, settings, warehouse
 from tierline.errors import ConfigError
+from tierline_dev import generate
 
 DAY = date(2026, 11, 1)
 # the payload, and one that reads a server file (with a backslash, for the E'' path)

@@ -1,4 +1,4 @@
-"""Command line for operators: ``python -m tierline.cli run|demo|airflow-env``.
+"""Command line for operators: ``tierline run|backfill|demo|...`` (also ``python -m tierline.cli``).
 
 ``run`` executes the real ``customer_tiering`` DAG for one date with ``airflow dags test`` (no
 scheduler needed) against the configured or embedded warehouse, and exits 0 only when the run
@@ -212,14 +212,15 @@ def backfill(landing: Path, start: date, end: date, *, force: bool = False) -> i
 
 
 def demo(customers: int, days: int, seed: int, crm: str = "zoho") -> int:
-    from tierline import generate
-
     landing = settings.home() / "demo" / "landing"
     start = date(2026, 11, 1)
     marker = landing / f".generated-{customers}-{days}-{seed}"
     if not marker.exists():
-        print(f"generating sample extracts: {customers:,} customers, {days} extract days -> {landing}")
-        generate.generate(landing, customers=customers, days=days, seed=seed, start_date=start)
+        print(f"generating sample extracts: {customers:,} customers, {days} extract days -> {landing}", flush=True)
+        done = run_devtool("tierline_dev.generate", "--out", str(landing), "--customers", str(customers),
+                           "--days", str(days), "--seed", str(seed), "--start-date", start.isoformat())
+        if done.returncode != 0:
+            return done.returncode
         marker.touch()
     for offset in range(days):
         as_of = start + timedelta(days=offset)
@@ -312,20 +313,24 @@ def _run_crm_command(args) -> int | None:
     return None
 
 
+def run_devtool(module: str, *args: str, capture_output: bool = False) -> subprocess.CompletedProcess:
+    """Run a development tool (``devtools/tierline_dev``: sample generator, CRM emulators) in a process
+    of its own: the pipeline never imports them, so an installation without them still runs."""
+    path = os.pathsep.join(p for p in (str(settings.PROJECT_ROOT / "plugins"), str(settings.PROJECT_ROOT / "devtools"),
+                                       os.environ.get("PYTHONPATH")) if p)
+    return subprocess.run([sys.executable, "-m", module, *args], env={**os.environ, "PYTHONPATH": path},
+                          capture_output=capture_output, text=True)
+
+
 def demo_crm_sync(landing: Path, provider: str) -> str:
     """Push the published tiers to a local CRM emulator (real HTTP) and say what it now holds.
 
-    The emulator is a development tool the pipeline does not import: it runs in its own process.
-    ``provider`` picks it (``CRM=fxiaoke make demo``) and the shipped configuration for it.
+    ``provider`` picks the emulator (``CRM=fxiaoke make demo``) and the shipped configuration for it.
     """
-    devtools = settings.PROJECT_ROOT / "devtools"
-    path = os.pathsep.join(p for p in (str(settings.PROJECT_ROOT / "plugins"), str(devtools),
-                                       os.environ.get("PYTHONPATH")) if p)
     config = settings.PROJECT_ROOT / "config" / ("crm.yml" if provider == "zoho" else f"crm.{provider}.yml")
     store = settings.home() / "crm" / f"{provider}.sqlite"
-    done = subprocess.run([sys.executable, "-m", "tierline_dev.crm_emulators.demo", "--store", str(store),
-                           "--landing", str(landing), "--config", str(config)],
-                          env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True)
+    done = run_devtool("tierline_dev.crm_emulators.demo", "--store", str(store), "--landing", str(landing),
+                       "--config", str(config), capture_output=True)
     if done.returncode != 0:
         print(done.stdout + done.stderr, file=sys.stderr)
         return f"the CRM step failed (exit {done.returncode}); see the output above"
@@ -334,8 +339,8 @@ def demo_crm_sync(landing: Path, provider: str) -> str:
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tierline")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tierline", description="the tierline pipeline's command line (README.md)")
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="run the DAG for one date")
     run_p.add_argument("--landing", required=True, type=Path)
@@ -358,7 +363,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("dbt-env", help="print the dbt profile variables for the warehouse as shell exports")
     sub.add_parser("stop", help="stop the embedded PostgreSQL")
     _add_crm_commands(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``tierline`` console command (pyproject.toml), also ``python -m tierline.cli``."""
+    args = build_parser().parse_args(argv)
 
     if args.command == "run":
         return run(args.landing, args.as_of)

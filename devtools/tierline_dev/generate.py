@@ -1578,7 +1578,7 @@ def generate(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tierline.generate",
+        prog="python -m tierline_dev.generate",
         description="Write realistic sample CRM and sales extracts following EXTRACTS.md.",
     )
     parser.add_argument("--out", type=Path, required=True, help="landing folder to write <YYYY-MM-DD>/ folders into")
