@@ -207,6 +207,56 @@ class Actions(_Strict):
         return self
 
 
+# Database role names from config reach SQL only through psycopg.sql.Identifier (tierline.access);
+# the pattern keeps them to names a DBA can type unquoted-looking and away from PostgreSQL's
+# reserved pg_ prefix and pseudo-roles.
+ROLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.@-]{0,62}$"
+RESERVED_ROLES = {"public", "none", "current_user", "current_role", "session_user", "user", "all"}
+RoleName = Annotated[str, StringConstraints(pattern=ROLE_PATTERN)]
+ManagerId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$")]
+ROLE_KINDS = ("bi", "pii_reader", "crm_sync")
+DEFAULT_ROLES = {"bi": "tierline_bi", "pii_reader": "tierline_pii_reader", "crm_sync": "tierline_crm_sync"}
+
+
+class Access(_Strict):
+    """Who reads what (``access``; README "Roles and row-level security"). Every publish creates
+    the roles, grants them and loads the row mapping (tierline.access)."""
+
+    class Rows(_Strict):
+        branches: dict[RoleName, list[BranchCode]] = {}  # user or role -> the branches (网点) whose customers it sees
+        managers: dict[RoleName, list[ManagerId]] = {}  # user or role -> account manager ids whose book it sees
+        everyone: list[RoleName] = []  # users or roles that see every customer (head office)
+
+    roles: dict[Literal[ROLE_KINDS], RoleName] = DEFAULT_ROLES  # type: ignore[valid-type]
+    members: dict[Literal[ROLE_KINDS], list[RoleName]] = {}  # type: ignore[valid-type]  # login users granted each role
+    rows: Rows = Rows()
+
+    @field_validator("roles")
+    @classmethod
+    def _all_roles(cls, value):
+        return {**DEFAULT_ROLES, **value}
+
+    @model_validator(mode="after")
+    def _names(self):
+        roles = self.roles
+        if len(set(roles.values())) != len(roles):
+            raise ValueError(f"access.roles: the three roles need three different names, got {roles}")
+        named = [("access.roles", n) for n in roles.values()]
+        named += [(f"access.members.{k}", n) for k, users in self.members.items() for n in users]
+        named += [("access.rows.branches", n) for n in self.rows.branches]
+        named += [("access.rows.managers", n) for n in self.rows.managers]
+        named += [("access.rows.everyone", n) for n in self.rows.everyone]
+        for where, name in named:
+            if name.lower() in RESERVED_ROLES or name.lower().startswith("pg_"):
+                raise ValueError(f"{where}: {name!r} is a reserved role name (PUBLIC, pg_*, CURRENT_USER, ...)")
+        for kind, users in self.members.items():
+            clash = set(users) & set(roles.values())
+            if clash:
+                raise ValueError(f"access.members.{kind}: {sorted(clash)} are the group roles themselves; "
+                                 "list login users here")
+        return self
+
+
 class Config(_Strict):
     business_timezone: str = "Asia/Shanghai"
     currency: str = Field("CNY", pattern=r"^[A-Z]{3}$")
@@ -220,6 +270,7 @@ class Config(_Strict):
     publish: Publish = Publish()
     runs: Runs = Runs()
     actions: Actions = Actions()
+    access: Access = Access()
 
     @field_validator("business_timezone")
     @classmethod

@@ -205,7 +205,7 @@ def publish(ctx: RunContext):
                 as_of=ctx.as_of, run_id=ctx.run_id, tier_spec_version=ctx.config.tier_spec.version,
                 tier_spec_hash=ctx.config.tier_spec_hash, lock_timeout=ctx.config.publish.lock_timeout_seconds,
                 expected_state=runs.recorded_publication_state(conn, ctx),
-                in_transaction=lambda: runs.mark_published(conn, ctx))
+                in_transaction=lambda: runs.mark_published(conn, ctx), access=ctx.config.access)
             conn.commit()
             with conn.transaction():
                 runs.finish_published(conn, ctx)

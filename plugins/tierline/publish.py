@@ -27,6 +27,7 @@ from datetime import date
 import psycopg
 from psycopg import sql
 
+from tierline import access as access_module
 from tierline import batches
 from tierline.assets import PUBLISHED_TABLES, SNAPSHOT_KEYS, SNAPSHOT_TABLES
 from tierline.errors import PublishRefused
@@ -228,10 +229,14 @@ def _verify(conn, *, build_schema: str, schema: str, as_of: date, run_id: str, e
 
 def publish(conn, *, build_schema: str, schema: str, as_of: date, run_id: str, tier_spec_version: str,
             tier_spec_hash: str, expected_state: str | None, lock_timeout: float = 5,
-            in_transaction=None) -> Publication:
+            in_transaction=None, access=None) -> Publication:
     """Publish the audited build (see the module docstring); ``in_transaction`` runs last inside
-    the publish transaction (the run's bookkeeping, committed with the data or not at all)."""
+    the publish transaction (the run's bookkeeping, committed with the data or not at all).
+    ``access`` (config ``access``): the roles and grants (tierline.access), applied before the
+    data is, so that a table published for the first time is covered from its first rows."""
     prepare(conn, build_schema=build_schema, schema=schema, lock_timeout=lock_timeout)
+    if access is not None:
+        access_module.apply(conn, access, schema)
     rows: dict[str, int] = {}
     with conn.transaction():
         # deletes and inserts conflict with no reader; this only bounds a wait on another writer
