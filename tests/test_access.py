@@ -20,8 +20,9 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from tests.run_stages import STAGES
-from tierline import access, config, generate, pipeline, settings, warehouse
+from tierline import access, config, pipeline, settings, warehouse
 from tierline.assets import PUBLISHED_TABLES
+from tierline_dev import generate
 
 DAY1, DAY2 = date(2026, 11, 1), date(2026, 11, 2)
 SUFFIX = uuid.uuid4().hex[:8]
