@@ -249,6 +249,37 @@ def test_run_keeps_its_artifacts(scenario):
     assert sum(t["customers"] for t in summary["tier_mix"]) == summary["published"]["customer_tier"]
 
 
+def test_each_run_keeps_a_dbt_docs_site_of_what_it_built(scenario):
+    docs = latest_run_dir(DAY2) / "dbt_docs"
+    catalog = json.loads((docs / "catalog.json").read_text())
+    # generated while the run's build schemas existed: every published model has its columns
+    for table in PUBLISHED_TABLES:
+        assert catalog["nodes"][f"model.tierline.{table}"]["columns"], table
+    assert not catalog.get("errors")
+    page = (docs / "index.html").read_text()
+    assert "model.tierline.customer_tier" in page and "CATALOG.JSON INLINE DATA" not in page
+    stage = json.loads((latest_run_dir(DAY2) / "stage_dbt_marts.json").read_text())
+    assert stage["result"]["docs"]["catalog_nodes"] >= len(PUBLISHED_TABLES)
+
+
+def test_every_published_column_carries_its_dbt_description_as_a_comment(scenario):
+    manifest = json.loads((latest_run_dir(DAY2) / "dbt_docs" / "manifest.json").read_text())
+    with warehouse.connect(scenario["url"]) as conn:
+        comments = conn.execute(
+            "select c.relname, a.attname, col_description(c.oid, a.attnum) from pg_class c "
+            "join pg_namespace n on n.oid = c.relnamespace join pg_attribute a on a.attrelid = c.oid "
+            "where n.nspname = 'analytics' and a.attnum > 0 and not a.attisdropped and c.relkind in ('r', 'v')"
+        ).fetchall()
+    by_relation: dict[str, dict] = {}
+    for relation, column, comment in comments:
+        by_relation.setdefault(relation, {})[column] = comment
+    for table in PUBLISHED_TABLES:
+        described = {name: column["description"] for name, column in
+                     manifest["nodes"][f"model.tierline.{table}"]["columns"].items()}
+        for relation in (table, f"{table}_latest") if f"{table}_latest" in by_relation else (table,):
+            assert by_relation[relation] == described, relation
+
+
 def published(scenario, day: date) -> pd.DataFrame:
     with warehouse.connect(scenario["url"]) as conn:
         rows = conn.execute(

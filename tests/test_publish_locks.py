@@ -76,6 +76,42 @@ def test_a_new_column_waits_briefly_for_an_idle_reader_then_gives_up_as_transien
     assert "tier_note" in columns  # the view follows the table, re-created only because a column came
 
 
+def test_descriptions_reach_published_tables_and_views_as_comments_without_waiting_for_readers(warehouse_url):
+    """dbt's descriptions (persist_docs on the build) are copied by prepare, outside the data
+    transaction: COMMENT ON does not conflict with a reader idle in a transaction (issue 13)."""
+    with warehouse.connect(warehouse_url, autocommit=True) as conn:
+        _build_tables(conn, "build")
+        conn.execute("comment on table build.customer_tier is 'One row per customer and date'")
+        conn.execute("comment on column build.customer_tier.customer_id is 'CRM customer id, 客户编号'")
+        publish.prepare(conn, build_schema="build", schema="analytics")
+        conn.execute("insert into analytics.publication_log (run_id, as_of_date, row_counts) "
+                     "values ('r', '2026-11-01', '{}')")
+        conn.execute("comment on column build.customer_tier.customer_id is 'changed: it''s the CRM id'")
+
+    idle = psycopg.connect(warehouse_url)  # a BI session idle inside a transaction
+    idle.execute("select count(*) from analytics.customer_tier_latest").fetchone()
+    try:
+        started = time.monotonic()
+        with warehouse.connect(warehouse_url) as conn:
+            publish.prepare(conn, build_schema="build", schema="analytics", lock_timeout=0.5)
+        took = time.monotonic() - started
+    finally:
+        idle.rollback()
+        idle.close()
+    assert took < 2, f"copying comments waited {took:.1f} s on an idle reader"
+    with warehouse.connect(warehouse_url) as conn:
+        comments = dict(conn.execute(
+            "select c.relname || coalesce('.' || a.attname, ''), coalesce(col_description(c.oid, a.attnum), "
+            "obj_description(c.oid, 'pg_class')) from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+            "left join pg_attribute a on a.attrelid = c.oid and a.attname = 'customer_id' "
+            "where n.nspname = 'analytics' and c.relname in ('customer_tier', 'customer_tier_latest')").fetchall())
+        table_comment = conn.execute("select obj_description('analytics.customer_tier'::regclass, 'pg_class')"
+                                     ).fetchone()[0]
+    assert comments == {"customer_tier.customer_id": "changed: it's the CRM id",
+                        "customer_tier_latest.customer_id": "changed: it's the CRM id"}
+    assert table_comment == "One row per customer and date"
+
+
 def test_a_killed_pipeline_process_leaves_no_backend_holding_locks(warehouse_url):
     """kill -9 of a pipeline process in the middle of a statement, holding a lock readers need:
     the server notices within seconds (client_connection_check_interval) and frees the lock."""

@@ -149,7 +149,42 @@ def prepare(conn, *, build_schema: str, schema: str, lock_timeout: float = 5) ->
             statements.append(_view(schema, table))
         if statements:
             _ddl(conn, lock_timeout, statements)
+        described = _comments(conn, build_schema, table)
+        relations = [("table", table), ("view", f"{table}_latest")] if snapshot else [("table", table)]
+        statements = [statement for kind, relation in relations for statement in
+                      _comment_changes(schema, kind, relation, described, _comments(conn, schema, relation))]
+        if statements:
+            _ddl(conn, lock_timeout, statements)
     _idle(conn)
+
+
+def _comments(conn, schema: str, relation: str) -> dict[str | None, str | None]:
+    """A relation's comment (key None) and its columns' comments; empty when it does not exist.
+    The build tables carry the dbt descriptions (dbt's persist_docs on the marts)."""
+    oid = conn.execute("select to_regclass(%s)::oid", (f'"{schema}"."{relation}"',)).fetchone()[0]
+    if oid is None:
+        return {}
+    rows = conn.execute(
+        "select null, obj_description(%(oid)s, 'pg_class') union all "
+        "select attname::text, col_description(attrelid, attnum) from pg_attribute "
+        "where attrelid = %(oid)s and attnum > 0 and not attisdropped", {"oid": oid}).fetchall()
+    return dict(rows)
+
+
+def _comment_changes(schema: str, kind: str, relation: str, described: dict, current: dict) -> list[sql.Composable]:
+    """``comment on`` statements that make a published relation carry the build's descriptions.
+
+    Set in ``prepare``, before the data transaction, and only where they differ (a steady run
+    changes none): ``comment on`` takes SHARE UPDATE EXCLUSIVE, which no reader's lock conflicts
+    with, but it is DDL and waits under the same short lock timeout as the other schema changes."""
+    changes = []
+    for column, text in described.items():
+        if column not in current or current[column] == text:
+            continue
+        target = (sql.SQL("column {}.{}.{}").format(ident(schema), ident(relation), ident(column)) if column
+                  else sql.SQL("{} {}.{}").format(sql.SQL(kind), ident(schema), ident(relation)))
+        changes.append(sql.SQL("comment on {} is {}").format(target, sql.Literal(text)))
+    return changes
 
 
 def publication_state(conn, schema: str) -> str:
