@@ -43,7 +43,7 @@ import requests
 import yaml
 from bench_crm import TimedSleep  # the script's folder is on sys.path when run as bench/<script>.py
 
-from tierline import warehouse
+from tierline import vocabulary, warehouse
 from tierline.crm import config as crm_config
 from tierline.crm import sync
 from tierline.settings import PROJECT_ROOT
@@ -90,9 +90,10 @@ def publish(url: str, customers: int, as_of: date, changed_every: int | None = N
         conn.execute("""
             insert into analytics.customer_lifecycle (customer_id, as_of_date, lifecycle_stage, churn_risk)
             select 'C' || lpad(n::text, 7, '0'), %(d)s,
-                   (array['prospect','new','growth','mature','declining','dormant','churned','reactivated'])[
-                       1 + (n * 104729) %% 8], ((n * 37) %% 1000) / 1000.0
-            from generate_series(1::bigint, %(n)s) as n""", {"d": as_of, "n": customers})
+                   (%(stages)s::text[])[1 + (n * 104729) %% cardinality(%(stages)s::text[])],
+                   ((n * 37) %% 1000) / 1000.0
+            from generate_series(1::bigint, %(n)s) as n""", {"d": as_of, "n": customers,
+                                                             "stages": list(vocabulary.lifecycle_stages())})
         conn.execute("""
             insert into analytics.customer_value (customer_id, as_of_date, predicted_clv, account_manager_id,
                                                   crm_record_id)

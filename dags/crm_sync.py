@@ -33,6 +33,7 @@ from airflow.sdk import Asset, dag, task
 
 from tierline.alerts import TaskFailureAlert
 from tierline.assets import asset_uri
+from tierline.config import published_schema
 from tierline.settings import EARLIEST_AS_OF
 
 
@@ -51,7 +52,7 @@ def _fail_fast(func, *args):
 
 @dag(
     dag_id="crm_sync",
-    schedule=[Asset(asset_uri("customer_tier"))],
+    schedule=[Asset(asset_uri("customer_tier", published_schema()))],
     start_date=pendulum.parse(EARLIEST_AS_OF, tz="Asia/Shanghai"),
     catchup=False,
     max_active_runs=1,

@@ -33,9 +33,12 @@ from airflow.sdk import Asset, Param, dag, task
 
 from tierline.alerts import TaskFailureAlert
 from tierline.assets import PUBLISHED_TABLES, asset_uri
+from tierline.config import published_schema
 from tierline.settings import EARLIEST_AS_OF
 
-PUBLISHED_ASSETS = [Asset(asset_uri(table), extra={"table": f"analytics.{table}"}) for table in PUBLISHED_TABLES]
+PUBLISHED_SCHEMA = published_schema()
+PUBLISHED_ASSETS = [Asset(asset_uri(table, PUBLISHED_SCHEMA), extra={"table": f"{PUBLISHED_SCHEMA}.{table}"})
+                    for table in PUBLISHED_TABLES]
 
 
 def _run(stage: str, *args, **context):

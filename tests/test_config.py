@@ -42,6 +42,9 @@ def test_the_shipped_configuration_is_valid_and_versioned():
         ({"business_timezone": "Mars/Olympus"}, None, "business_timezone: Value error, unknown time zone"),
         ({"windows.frequency_days": 0}, None, "windows.frequency_days"),
         ({"gates.unknown_knob": 1}, None, "gates.unknown_knob: Extra inputs are not permitted"),
+        ({"actions.early_warning": {"churn_exclude_stages": ["asleep"]}}, None,
+         "actions.early_warning.churn_exclude_stages: Value error, unknown lifecycle stage(s) 'asleep'; the "
+         "stages are prospect, new, growth, mature, declining, dormant, churned, reactivated"),
         (None, {"dimensions": {"contribution": {"weight": 0.5, "metrics": ["monetary"]}}},
          "weights must sum to 1"),
         (None, {"dimensions": {"contribution": {"weight": 1.0, "metrics": ["shoe_size"]}}},
@@ -52,6 +55,14 @@ def test_invalid_configuration_names_the_key(tmp_path, changes, spec_changes, me
     with pytest.raises(ConfigError) as excinfo:
         config.load(write_config(tmp_path, changes, spec_changes))
     assert message in str(excinfo.value)
+
+
+def test_every_configured_value_the_models_read_reaches_dbt(tmp_path):
+    cfg = config.load(write_config(tmp_path, {"currency": "USD"}))
+    assert cfg.dbt_vars()["currency"] == "USD"
+    # the models read it without a default of their own: the configuration is its one home
+    model = (settings.DBT_PROJECT_DIR / "models" / "staging" / "stg_sales__orders.sql").read_text()
+    assert "var('currency')" in model.replace('"', "'") and "CNY" not in model
 
 
 def test_a_changed_specification_changes_the_hash(tmp_path):

@@ -88,7 +88,17 @@ def test_customer_tiering_reads_like_the_flow(dagbag):
 
 def test_publish_emits_an_asset_per_published_table(dagbag):
     publish = dagbag.dags["customer_tiering"].get_task("publish")
-    assert sorted(a.uri for a in publish.outlets) == sorted(asset_uri(t) for t in PUBLISHED_TABLES)
+    assert sorted(a.uri for a in publish.outlets) == sorted(asset_uri(t, "analytics") for t in PUBLISHED_TABLES)
+
+
+def test_assets_name_the_configured_publish_schema(tmp_path):
+    from tierline import config
+
+    (tmp_path / "bi.yml").write_text("publish:\n  schema: bi\n")
+    (tmp_path / "broken.yml").write_text("publish: [\n")
+    assert config.published_schema(tmp_path / "bi.yml") == "bi"
+    assert config.published_schema(tmp_path / "broken.yml") == config.published_schema() == "analytics"
+    assert asset_uri("customer_tier", "bi").endswith("/bi/customer_tier")
 
 
 @pytest.mark.parametrize("dag_file", DAG_FILES, ids=[p.name for p in DAG_FILES])

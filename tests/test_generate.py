@@ -562,3 +562,11 @@ def test_refuses_to_mix_with_other_extract_dates_but_reruns_in_place(tmp_path):
     assert digest(tmp_path) == before
     with pytest.raises(ValueError, match="already holds extract folders"):
         generate(tmp_path, customers=100, days=1, progress=False)
+
+
+def test_the_generator_writes_the_contracts_codes():
+    from tierline import contract
+    from tierline_dev import generate as module
+
+    assert set(module.STATUSES) == set(contract.ORDER_STATUSES)
+    assert set(module.CUSTOMER_TYPES) == set(contract.CUSTOMER_TYPES)

@@ -89,3 +89,15 @@ def test_the_demo_runs_the_sample_generator_as_a_separate_tool(tmp_path, monkeyp
                            "--no-progress", capture_output=True)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "2026-11-01" / "crm_customers.csv").exists()
+
+
+def test_every_published_snapshot_declares_its_key_in_its_model():
+    import yaml
+
+    from tierline.assets import SNAPSHOT_TABLES
+
+    keys = {model["name"]: constraint["columns"]
+            for path in (PROJECT_ROOT / "dbt_project" / "models" / "marts").glob("*.yml")
+            for model in (yaml.safe_load(path.read_text()) or {}).get("models", [])
+            for constraint in model.get("constraints", []) if constraint["type"] == "primary_key"}
+    assert all("as_of_date" in keys.get(table, ()) for table in SNAPSHOT_TABLES), keys

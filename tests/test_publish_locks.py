@@ -15,18 +15,17 @@ import psycopg
 import pytest
 
 from tierline import publish, warehouse
-from tierline.assets import PUBLISHED_TABLES, SNAPSHOT_KEYS
-from tierline.errors import is_transient
+from tierline.assets import PUBLISHED_TABLES
+from tierline.errors import PublishRefused, is_transient
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _build_tables(conn, schema: str) -> None:
     conn.execute(f"create schema {schema}")
-    for table in PUBLISHED_TABLES:
-        keys = SNAPSHOT_KEYS.get(table, ("customer_id", "as_of_date"))
-        columns = ", ".join(f"{k} {'date' if k == 'as_of_date' else 'text'}" for k in keys)
-        conn.execute(f"create table {schema}.{table} ({columns})")
+    for table in PUBLISHED_TABLES:  # as dbt builds them: with the model's primary key
+        conn.execute(f"create table {schema}.{table} (customer_id text, as_of_date date, "
+                     "primary key (customer_id, as_of_date))")
 
 
 def test_a_new_column_waits_briefly_for_an_idle_reader_then_gives_up_as_transient(warehouse_url):
@@ -138,3 +137,15 @@ def test_a_killed_pipeline_process_leaves_no_backend_holding_locks(warehouse_url
             time.sleep(0.2)
         conn.execute("set lock_timeout = '2s'")
         assert conn.execute("select count(*) from victim").fetchone()[0] == 0
+
+
+def test_a_published_key_is_the_primary_key_the_model_declares(warehouse_url):
+    with warehouse.connect(warehouse_url, autocommit=True) as conn:
+        for schema, key in (("keyed", ", primary key (model, as_of_date)"), ("unkeyed", "")):
+            conn.execute(f"create schema {schema}")
+            for table in PUBLISHED_TABLES:
+                conn.execute(f"create table {schema}.{table} (model text, as_of_date date, customer_id text{key})")
+        publish.prepare(conn, build_schema="keyed", schema="analytics")
+        assert publish.primary_key(conn, "analytics", "clv_model_fit") == ["model", "as_of_date"]
+        with pytest.raises(PublishRefused, match="primary_key constraint"):
+            publish.prepare(conn, build_schema="unkeyed", schema="elsewhere")

@@ -75,19 +75,8 @@
 {%- endmacro %}
 
 {% macro stage_health(stage_expr) -%}
-    {#- Order of lifecycle stages for the direction of a stage change: active stages by maturity
-        (prospect < new < growth = reactivated < mature), then the risk stages below them
-        (declining > dormant > churned). A move to a higher value is up. -#}
-    case {{ stage_expr }}
-        when 'prospect' then 0
-        when 'new' then 1
-        when 'growth' then 2
-        when 'reactivated' then 2
-        when 'mature' then 3
-        when 'declining' then -1
-        when 'dormant' then -2
-        when 'churned' then -3
-    end
+    {#- The health of a lifecycle stage (seed lifecycle_stages): a move to a higher value is up. -#}
+    (select stage_codes.stage_health from {{ ref('lifecycle_stages') }} as stage_codes where stage_codes.lifecycle_stage = {{ stage_expr }})
 {%- endmacro %}
 
 {% macro history_extends_publication(identifier) -%}

@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from tierline import settings
+from tierline import settings, vocabulary
 from tierline.errors import ConfigError
 
 METRICS = ("monetary", "lifetime_margin", "frequency", "referrals", "trend_ratio", "tenure_days",
@@ -184,8 +184,17 @@ class Actions(_Strict):
 
     class EarlyWarning(_Strict):
         churn_risk_threshold: float = Field(0.6, gt=0, le=1)
-        churn_exclude_stages: list[Literal["prospect", "new", "growth", "mature", "declining", "dormant", "churned",
-                                           "reactivated"]] = ["prospect", "churned"]
+        churn_exclude_stages: list[str] = ["prospect", "churned"]
+
+        @field_validator("churn_exclude_stages")
+        @classmethod
+        def _stages(cls, value):
+            known = vocabulary.lifecycle_stages()
+            unknown = [stage for stage in value if stage not in known]
+            if unknown:
+                raise ValueError(f"unknown lifecycle stage(s) {', '.join(map(repr, unknown))}; the stages are "
+                                 f"{', '.join(known)} (dbt_project/seeds/lifecycle_stages.csv)")
+            return value
 
     class Kpi(_Strict):
         churn_period_days: int = Field(30, gt=0)
@@ -285,6 +294,7 @@ class Config(_Strict):
         """What the dbt models read through ``var()``."""
         return {
             "business_timezone": self.business_timezone,
+            "currency": self.currency,
             "windows": self.windows.model_dump(),
             "rfm_bins": self.rfm.bins,
             "lifecycle": self.lifecycle.model_dump(),
@@ -317,6 +327,17 @@ def explain(path: Path, exc: ValidationError, what: str = "configuration") -> Co
         key = ".".join(str(p) for p in error["loc"]) or "(top level)"
         lines.append(f"  {key}: {error['msg']}")
     return ConfigError(f"{path}: invalid {what}\n" + "\n".join(lines))
+
+
+def published_schema(path: Path | None = None) -> str:
+    """The schema the pipeline publishes to, for DAG files at parse time (their Asset URIs): the
+    configuration's ``publish`` section alone, validated by the same model. An unreadable or invalid
+    file gives the default: the run's first task reports the error by its key."""
+    try:
+        section = read_yaml(path or settings.config_path()).get("publish") or {}
+        return Publish.model_validate(section).schema_
+    except (ConfigError, ValidationError, AttributeError):
+        return Publish().schema_
 
 
 def load_tier_spec(path: Path) -> tuple[TierSpec, str]:

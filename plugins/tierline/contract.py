@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tierline import vocabulary
+
 # Money is stored as numeric(18, 2) from staging on: an amount must fit it.
 AMOUNT_PRECISION, AMOUNT_SCALE = 18, 2
 # Upper limits of times (Column.not_after):
@@ -78,7 +80,9 @@ def _amount(name, nullable=False) -> Column:
     return Column(name, "amount", nullable=nullable, min=0)
 
 
-ORDER_STATUSES = ("completed", "pending", "cancelled", "refunded")
+# Code lists are seeds (dbt_project/seeds), shared with dbt's tests.
+ORDER_STATUSES = vocabulary.order_statuses()
+CUSTOMER_TYPES = vocabulary.customer_types()
 
 # Load order matters: an entity is loaded after every entity it references.
 ENTITIES: tuple[Entity, ...] = (
@@ -91,7 +95,7 @@ ENTITIES: tuple[Entity, ...] = (
         "crm_customers",
         (
             _c("customer_id"), _c("customer_name"),
-            _c("customer_type", choices=("individual", "enterprise")),
+            _c("customer_type", choices=CUSTOMER_TYPES),
             _n("phone"), _n("email"), _n("gender"), _n("birth_date", "date", not_after="load"), _n("province"),
             _n("city"),
             _n("branch_code"), _n("industry"), _n("employee_count", "int", min=0), _n("account_manager_id"),

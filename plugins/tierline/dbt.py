@@ -201,7 +201,10 @@ def write_default_vars(project_file: Path = settings.DBT_PROJECT_DIR / "dbt_proj
 def build(layer: str, *, warehouse_url: str, dbt_vars: dict, run_dir: Path, full_refresh: bool = False,
           target: Path | None = None) -> DbtResult:
     """Build one layer with its data tests; unit tests are for `make test`, not for every run."""
-    command = ["build", "--select", *LAYERS[layer], "--exclude-resource-type", "unit_test"]
+    # "buildable": a test runs with the layer that builds the last of its parents (a marts test
+    # against a seed, such as a stage code's relationship to lifecycle_stages, runs with the marts)
+    command = ["build", "--select", *LAYERS[layer], "--indirect-selection", "buildable",
+               "--exclude-resource-type", "unit_test"]
     # after the last layer every relation of the run exists: the moment for its docs site
     return invoke(command + (["--full-refresh"] if full_refresh else []), layer,
                   warehouse_url=warehouse_url, dbt_vars=dbt_vars, run_dir=run_dir, target=target,

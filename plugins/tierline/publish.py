@@ -29,7 +29,7 @@ from psycopg import sql
 
 from tierline import access as access_module
 from tierline import batches
-from tierline.assets import PUBLISHED_TABLES, SNAPSHOT_KEYS, SNAPSHOT_TABLES
+from tierline.assets import PUBLISHED_TABLES, SNAPSHOT_TABLES
 from tierline.errors import PublishRefused
 
 ident = sql.Identifier
@@ -47,6 +47,18 @@ def _columns(conn, schema: str, table: str) -> list[str]:
     rows = conn.execute(
         "select column_name from information_schema.columns where table_schema = %s and table_name = %s "
         "order by ordinal_position", (schema, table)).fetchall()
+    return [r[0] for r in rows]
+
+
+def primary_key(conn, schema: str, table: str) -> list[str]:
+    """The primary key of a built table: the model's ``primary_key`` constraint (its YAML is the one
+    definition of a published key; dbt creates it with the enforced contract)."""
+    rows = conn.execute(
+        "select a.attname from pg_index i join pg_class c on c.oid = i.indrelid "
+        "join pg_namespace n on n.oid = c.relnamespace "
+        "join pg_attribute a on a.attrelid = c.oid and a.attnum = any(i.indkey) "
+        "where i.indisprimary and n.nspname = %s and c.relname = %s "
+        "order by array_position(i.indkey::int2[], a.attnum)", (schema, table)).fetchall()
     return [r[0] for r in rows]
 
 
@@ -123,8 +135,12 @@ def prepare(conn, *, build_schema: str, schema: str, lock_timeout: float = 5) ->
             statements.append(sql.SQL("create table {}.{} (like {}.{} including defaults)").format(
                 ident(schema), ident(table), ident(build_schema), ident(table)))
             if snapshot:
+                keys = primary_key(conn, build_schema, table)
+                if not keys:
+                    raise PublishRefused(f"{build_schema}.{table} has no primary key: its model must declare a "
+                                         "primary_key constraint (dbt_project/models/marts)")
                 statements.append(sql.SQL("alter table {}.{} add primary key ({})").format(
-                    ident(schema), ident(table), sql.SQL(", ").join(ident(k) for k in SNAPSHOT_KEYS[table])))
+                    ident(schema), ident(table), sql.SQL(", ").join(ident(k) for k in keys)))
         else:
             dropped = [c for c in published if c not in build_columns]
             if dropped:

@@ -13,7 +13,7 @@ final as (
         {{ clean_code('channel') }} as channel,
         upper({{ clean_code('branch_code') }}) as branch_code,
         status,
-        coalesce(upper({{ clean_code('currency') }}), {{ sql_literal(var("currency", "CNY")) }}) as currency,
+        coalesce(upper({{ clean_code('currency') }}), {{ sql_literal(var("currency")) }}) as currency,
         gross_amount::numeric(18, 2) as gross_amount,
         coalesce(discount_amount, 0)::numeric(18, 2) as discount_amount,
         net_amount::numeric(18, 2) as net_amount,
