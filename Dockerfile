@@ -8,6 +8,9 @@ FROM apache/airflow:3.3.2-python3.11
 # a named volume mounted on /opt/tierline/state starts with these owners, and any AIRFLOW_UID
 # (which always runs with group 0) can write there.
 USER root
+# a CJK font: the run report draws its charts' Chinese labels with it (tierline.charts)
+RUN apt-get update && apt-get install -y --no-install-recommends fonts-wqy-microhei \
+    && rm -rf /var/lib/apt/lists/*
 RUN mkdir -p /opt/tierline/state /opt/tierline/inbox \
     && chown -R airflow:0 /opt/tierline \
     && chmod -R g+rwX /opt/tierline

@@ -51,7 +51,7 @@ def test_the_pipeline_never_imports_the_development_tools():
 def test_the_pipeline_imports_no_development_requirement():
     dev_only = (requirement_names(PROJECT_ROOT / "requirements-dev.in")
                 - requirement_names(PROJECT_ROOT / "requirements.in"))
-    assert {"pytest", "faker", "matplotlib", "sqlfluff"} <= dev_only
+    assert {"pytest", "faker", "playwright", "sqlfluff"} <= dev_only
     offenders = sorted(f"{path}: {name}" for path, names in pipeline_imports().items()
                        for name in names if name.split(".")[0] in dev_only)
     assert not offenders, "the pipeline imports development requirements:\n" + "\n".join(offenders)

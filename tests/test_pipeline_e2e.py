@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import uuid
 from datetime import date
@@ -18,10 +19,11 @@ import pytest
 import yaml
 
 from tests.receivers import HttpReceiver, chat_connection
-from tierline import cli, config, settings, simulate, warehouse
+from tierline import cli, config, report, settings, simulate, warehouse
 from tierline.assets import PUBLISHED_TABLES
 from tierline_dev import generate
 
+from . import report_browser
 from .bi_readers import BiReaders
 
 DAY1, DAY2, DAY3 = date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)
@@ -351,3 +353,61 @@ def test_published_runs_leave_no_build_schemas(scenario):
     # four published runs, one failed (the raw gate of day 3) whose schemas were never built
     assert statuses == {"published": 4, "failed": 1}
     assert left == []
+
+
+def test_the_run_report_reads_well_in_chromium(scenario):
+    """Day 2's report as a person sees it, in headless Chromium; the screenshot stays in the run folder."""
+    run_dir = latest_run_dir(DAY2)
+    with report_browser.open_page(run_dir / "report.html") as page:
+        page.screenshot(path=run_dir / "report.png", full_page=True)
+        assert page.title() == "Customer tiers for Monday 2 November 2026 · published"
+        drawn = {c["id"]: c for c in report_browser.charts(page)}
+        assert {"chart-tier-mix", "chart-lifecycle", "chart-migration", "chart-stage-times"} <= set(drawn)
+        assert all(c["width"] > 300 and c["height"] > 150 and c["shapes"] > 20 for c in drawn.values()), drawn
+        assert report_browser.overflowing_tables(page) == []
+        # the tier labels in Chinese: in the table, drawn with a CJK font; in the charts, as CJK glyph outlines
+        cells = page.locator("td.tier-label").all_inner_texts()
+        assert cells == [t.label_zh for t in config.load().tier_spec.ladder]
+        assert any(report_browser.is_cjk(f) for f in report_browser.fonts_used(page, "td.tier-label"))
+        for chart in ("chart-tier-mix", "chart-migration"):
+            assert any(report_browser.is_cjk(f) for f in report_browser.glyph_fonts(page, chart)), chart
+        # formatted numbers, and nothing fetched from anywhere but the file itself
+        assert re.fullmatch(r"\d{1,3}(,\d{3})*", page.locator(".card b").first.inner_text())
+        assert all(re.fullmatch(r"\d{1,3}(,\d{3})*\.\d\d", t)
+                   for t in page.locator("#tiers table").first.locator("td:nth-child(6)").all_inner_texts())
+        assert all(re.fullmatch(r"\d+\.\d%", t)
+                   for t in page.locator("#tiers table").first.locator("td:nth-child(4)").all_inner_texts())
+        assert page.requests == [(run_dir / "report.html").resolve().as_uri()]
+        links = page.eval_on_selector_all("#links a", "links => links.map(a => a.getAttribute('href'))")
+    assert (run_dir / "report.png").stat().st_size > 50_000
+    assert "dbt/marts/run_results.json" in links and all(not Path(h).is_absolute() for h in links)
+    assert all((run_dir / h).exists() for h in links)
+
+
+def test_the_report_shows_what_changed_and_every_gate_check(scenario):
+    summary = json.loads((latest_run_dir(DAY2) / "summary.json").read_text())
+    assert summary["changes"]["previous"]["as_of_date"] == DAY1.isoformat()
+    assert summary["history"]["dates"] == [DAY1.isoformat(), DAY2.isoformat()]
+    assert [g["gate"] for g in summary["gates"]] == ["raw", "staging", "marts"]
+    page = (latest_run_dir(DAY2) / "report.html").read_text()
+    checks = sum(len(g["checks"]) for g in summary["gates"])
+    assert page.count("<td class=\"ok\">ok</td>") + page.count(">warning</td>") + page.count(">failed</td>") == checks
+    # quarantine by file and reason adds up to the run's quarantined rows (the generator breaks day 1's)
+    day1 = json.loads((latest_run_dir(DAY1) / "summary.json").read_text())
+    assert sum(q["rows"] for q in day1["quarantine"]) == day1["rows_quarantined"] > 0
+    assert {q["file"] for q in day1["quarantine"]} == {f["file"] for f in day1["files"] if f["rows_quarantined"]}
+
+
+def test_text_from_the_extracts_is_escaped_in_the_report(scenario, tmp_path):
+    summary = json.loads((latest_run_dir(DAY2) / "summary.json").read_text())
+    hostile = "<script>alert(1)</script>"
+    summary["quarantine"].insert(0, {"file": f"{hostile}.csv", "reason": f"unparsable int in employee_count: {hostile}",
+                                     "rows": 1, "first_line": 2})
+    summary["gates"][0]["checks"][0]["description"] = f"sample: customer_name={hostile}"
+    (tmp_path / "report.html").write_text(report.as_html(summary), encoding="utf-8")
+    with report_browser.open_page(tmp_path / "report.html") as page:
+        assert page.dialogs == []
+        assert f"employee_count: {hostile}" in page.locator("#quarantine").inner_text()
+        assert f"customer_name={hostile}" in page.locator("#gates").inner_text()
+        assert page.locator("script").count() == 0
+

@@ -139,8 +139,7 @@ def run_once(landing: Path, as_of: date, *, quiet: bool = False) -> RunOutcome:
     env = airflow_environ()
     ensure_airflow_db(env)
     logical_date = datetime.combine(as_of, datetime.now(UTC).time(), tzinfo=UTC)
-    stamp = logical_date.strftime("%H%M%S.%f")
-    log_path = settings.home() / "logs" / as_of.isoformat() / f"{DAG_ID}_{as_of.isoformat()}_{stamp}.log"
+    log_path = settings.run_log(as_of, logical_date)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     _say_who_holds_the_warehouse(as_of)
     conf = json.dumps({"landing": str(Path(landing).resolve())})

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import stat
+from datetime import date, datetime
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -61,6 +62,11 @@ def landing_area() -> Path:
 def runs_dir() -> Path:
     """Per-run artifacts: dbt manifests and run results, gate results, the run report."""
     return private_dir(home() / "runs")
+
+
+def run_log(as_of: date, logical_date: datetime) -> Path:
+    """The log of one ``make run`` / CLI run (``airflow dags test`` output) of the DAG for ``as_of``."""
+    return home() / "logs" / as_of.isoformat() / f"customer_tiering_{as_of.isoformat()}_{logical_date:%H%M%S.%f}.log"
 
 
 # The first logical date the DAGs accept (their start_date): history as old as this can be run and
