@@ -17,7 +17,7 @@ from pathlib import Path
 
 from psycopg import sql
 
-from tierline import charts, settings, warehouse
+from tierline import charts, dbt, settings, warehouse
 
 STAGE_ORDER = ("land_extracts", "load_raw", "gate_raw", "dbt_staging", "gate_staging", "fit_clv", "dbt_marts",
                "gate_marts", "publish")
@@ -65,7 +65,7 @@ def _previous_runs(run_dir: Path) -> list[dict]:
 def _links(run_dir: Path, as_of: date) -> list[dict]:
     """What else the run left, as paths relative to the report (the run folder), where they exist."""
     candidates = [
-        ("dbt docs (models, tests, lineage)", run_dir / "dbt_docs" / "index.html"),
+        ("dbt docs (models, tests, lineage)", run_dir / dbt.DOCS_DIR / "index.html"),
         ("Great Expectations Data Docs", run_dir / "gx_docs" / "index.html"),
     ]
     record = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
