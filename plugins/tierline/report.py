@@ -185,9 +185,9 @@ def _lifecycle_series(dates: list[date], counts: list[tuple]) -> list[dict]:
     for day, stage, label, n in counts:
         stages.setdefault(stage, label)
         per_day[day] = per_day.get(day, 0) + n
-    from tierline.crm.config import lifecycle_stages  # the seed, in stage order
+    from tierline import vocabulary
 
-    order = _ordered(set(stages), list(lifecycle_stages()))
+    order = _ordered(set(stages), list(vocabulary.lifecycle_stages()))  # the seed's order
     return [{"stage": stage, "label_zh": stages[stage],
              "shares": [next((n for (d, s, _l, n) in counts if d == day and s == stage), 0) / (per_day.get(day) or 1)
                         for day in dates]}
