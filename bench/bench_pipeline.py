@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 
-from tierline import contract, settings, warehouse  # noqa: E402
+from tierline import contract, settings, stages, warehouse  # noqa: E402
 
 START = date(2026, 11, 1)
 # (label, share of the snapshot's orders added as new orders, customers changed); None = a handful
@@ -48,8 +48,7 @@ DAYS = [
     ("handful", None, None),
 ]
 HANDFUL_ORDERS, HANDFUL_CUSTOMERS = 10, 5
-STAGES = ["land_extracts", "load_raw", "gate_raw", "dbt_staging", "gate_staging", "fit_clv", "dbt_marts",
-          "gate_marts", "publish", "report"]
+STAGES = stages.RUN
 TRANSFORM = ("dbt_staging", "dbt_marts")
 GIB = 2**30
 
@@ -242,23 +241,11 @@ def worker(as_of: date, run_id: str, landing: Path, full_refresh: bool) -> dict:
     ctx = pipeline.context(as_of, run_id, landing)
     if full_refresh:
         ctx.full_refresh = True
-    calls = {
-        "land_extracts": lambda: pipeline.land_extracts(ctx),
-        "load_raw": lambda: pipeline.load_raw(ctx),
-        "gate_raw": lambda: pipeline.gate(ctx, "raw"),
-        "dbt_staging": lambda: pipeline.build(ctx, "staging"),
-        "gate_staging": lambda: pipeline.gate(ctx, "staging"),
-        "fit_clv": lambda: pipeline.fit_clv(ctx),
-        "dbt_marts": lambda: pipeline.build(ctx, "marts"),
-        "gate_marts": lambda: pipeline.gate(ctx, "marts"),
-        "publish": lambda: pipeline.publish(ctx),
-        "report": lambda: pipeline.report(ctx),
-    }
     seconds, peaks = {}, {}
     for name in STAGES:
         _reset_peak()
         t0 = time.perf_counter()
-        calls[name]()
+        pipeline.run(name, ctx)
         seconds[name] = time.perf_counter() - t0
         peaks[name] = _peak()
     return {"imports_seconds": imports, "seconds": seconds, "peak_rss_bytes": peaks,

@@ -2,7 +2,8 @@
 ### crm_sync — reverse ETL: published tiers, lifecycle stages and next actions into the CRM
 
 Runs whenever `customer_tiering` publishes `analytics.customer_tier` (Asset schedule), for the
-latest published date, to Zoho CRM or 纷享销客 (`provider` in `config/crm.yml`, which also holds
+date that publication published (its Asset event's `as_of_date`; the newest published date when
+started by hand or when a later publication superseded it), to Zoho CRM or 纷享销客 (`provider` in `config/crm.yml`, which also holds
 the field mapping, ownership, sync mode and next-action rules); connection: `TIERLINE_CRM_*`
 environment variables (docs/crm.md).
 
@@ -68,9 +69,12 @@ def _fail_fast(func, *args):
 def crm_sync():
     @task
     def plan_changes(**context):
+        from tierline.assets import published_date
         from tierline.crm import sync
 
-        return _fail_fast(sync.plan_step, context["run_id"])
+        # the date the triggering publication published (none when the run was started by hand)
+        events = [event for per_asset in context["triggering_asset_events"].values() for event in per_asset]
+        return _fail_fast(lambda: sync.plan_step(context["run_id"], as_of=published_date(events)))
 
     @task
     def push_changes(**context):

@@ -1,7 +1,7 @@
 """
 ### customer_tiering — CRM and sales extracts to customer value, VIP tier and lifecycle
 
-Daily, per logical date (the extract date, `<landing>/<YYYY-MM-DD>/*.csv` per EXTRACTS.md):
+The order of the tasks is `tierline.stages`. Daily, per logical date (the extract date, `<landing>/<YYYY-MM-DD>/*.csv` per EXTRACTS.md):
 
 0. **preflight** — configuration, warehouse (reachable, version, privileges), landing and date
    folder, in seconds; records the run's identity in its run folder (`run.json`).
@@ -12,9 +12,11 @@ Daily, per logical date (the extract date, `<landing>/<YYYY-MM-DD>/*.csv` per EX
 5. **gate_staging** — cleaned data invariants.
 6. **fit_clv** — BG/NBD + Gamma-Gamma on the SQL summary: P(alive), expected purchases, CLV
    (rule-based values when history is too thin or a fit is out of bounds).
-7. **dbt_marts** — `customer_value`, `customer_tier`, `customer_lifecycle`, `tier_history` in the build schema.
+7. **dbt_marts** — `customer_value`, `customer_tier`, `customer_lifecycle`, `tier_history` in the build schema;
+   the publication's tables exist afterwards (created empty the first time, new columns added).
 8. **gate_marts** — business invariants and drift against the last publication.
-9. **publish** — one transaction into `analytics`; emits an Asset per published table.
+9. **publish** — one transaction into `analytics`; emits an Asset per published table, whose event
+   names the date it published (`crm_sync` syncs that date).
 10. **report** — run summary (rows, quarantine, tier mix, time per stage) as text and HTML.
 
 A failed gate stops everything after it: nothing is published and the last good publication
@@ -29,10 +31,11 @@ import os
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Asset, Param, chain, dag, task
 
+from tierline import stages
 from tierline.alerts import TaskFailureAlert
-from tierline.assets import PUBLISHED_TABLES, asset_uri
+from tierline.assets import PUBLISHED_TABLES, asset_uri, published_event
 from tierline.config import published_schema
 from tierline.settings import EARLIEST_AS_OF
 
@@ -41,8 +44,9 @@ PUBLISHED_ASSETS = [Asset(asset_uri(table, PUBLISHED_SCHEMA), extra={"table": f"
                     for table in PUBLISHED_TABLES]
 
 
-def _run(stage: str, *args, **context):
-    """Run one stage of tierline.pipeline for this DAG run; only a transient failure is retried.
+def _run(**context):
+    """Run this task's stage of tierline.pipeline (the task id names it, tierline.stages) for this
+    DAG run; only a transient failure is retried.
 
     Everything happens inside the ``try``, reading the configuration included: a typo in a
     config file is as permanent as a bad extract (tierline.errors decides which is which).
@@ -54,7 +58,7 @@ def _run(stage: str, *args, **context):
     try:
         ctx = pipeline.context(context["ds"], context["run_id"], context["params"]["landing"],
                                try_number=context["ti"].try_number)
-        return getattr(pipeline, stage)(ctx, *args)
+        return pipeline.run(context["ti"].task_id, ctx)
     except Exception as exc:
         if errors.is_transient(exc):
             raise  # the warehouse's connection or server: Airflow retries the task
@@ -64,11 +68,11 @@ def _run(stage: str, *args, **context):
                                    else f"{type(exc).__name__}: {exc}") from exc
 
 
-def _gate(name: str, context):
+def _gate(context):
     """A gate that passes with warnings lets the run go on and sends a ``gate_warning`` alert."""
     from tierline import alerts
 
-    result = _run("gate", name, **context)
+    result = _run(**context)
     alerts.gate_warnings(result, context)
     return result
 
@@ -113,59 +117,53 @@ def customer_tiering():
 
     @task
     def land_extracts(**context):
-        return _run("land_extracts", **context)
+        return _run(**context)
 
     @task
     def load_raw(**context):
-        _run("load_raw", **context)
+        _run(**context)
 
     @task
     def gate_raw(**context):
-        return _gate("raw", context)
+        return _gate(context)
 
     @task
     def dbt_staging(**context):
-        _run("build", "staging", **context)
+        _run(**context)
 
     @task
     def gate_staging(**context):
-        return _gate("staging", context)
+        return _gate(context)
 
     @task
     def fit_clv(**context):
-        return _run("fit_clv", **context)
+        return _run(**context)
 
     @task
     def dbt_marts(**context):
-        _run("build", "marts", **context)
+        _run(**context)
 
     @task
     def gate_marts(**context):
-        return _gate("marts", context)
+        return _gate(context)
 
     @task(outlets=PUBLISHED_ASSETS)
     def publish(**context):
-        _run("publish", **context)
+        # each Asset event says which date it published: crm_sync syncs that date
+        publication = _run(**context)
+        for asset in PUBLISHED_ASSETS:
+            context["outlet_events"][asset].extra = published_event(publication.as_of_date, publication.run_id)
 
     @task
     def report(**context):
         from tierline import report as report_module
 
-        print(report_module.as_text(_run("report", **context)))
+        print(report_module.as_text(_run(**context)))
 
-    (
-        preflight()
-        >> land_extracts()
-        >> load_raw()
-        >> gate_raw()
-        >> dbt_staging()
-        >> gate_staging()
-        >> fit_clv()
-        >> dbt_marts()
-        >> gate_marts()
-        >> publish()
-        >> report()
-    )
-
+    # in the order of tierline.stages, the one definition of the flow
+    tasks = [preflight(), land_extracts(), load_raw(), gate_raw(), dbt_staging(), gate_staging(), fit_clv(),
+             dbt_marts(), gate_marts(), publish(), report()]
+    by_id = {task.operator.task_id: task for task in tasks}
+    chain(*(by_id[name] for name in stages.DAG_TASKS))
 
 customer_tiering()

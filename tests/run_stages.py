@@ -13,9 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-STAGES = [("land_extracts",), ("load_raw",), ("gate", "raw"), ("build", "staging"), ("gate", "staging"),
-          ("fit_clv",), ("build", "marts"), ("gate", "marts"), ("publish",)]
-
 
 def main() -> int:
     parser = argparse.ArgumentParser()
@@ -26,17 +23,17 @@ def main() -> int:
     parser.add_argument("--go")
     args = parser.parse_args()
 
-    from tierline import pipeline
+    from tierline import pipeline, stages
 
     ctx = pipeline.context(args.as_of, args.run_id, args.landing)
-    for stage, *stage_args in STAGES:
+    for stage in stages.THROUGH_PUBLISH:
         if stage == "publish" and args.go:
             Path(args.ready).write_text("ready")
             while not Path(args.go).exists():
                 time.sleep(0.1)
-        print(f"stage {stage} {' '.join(stage_args)}", file=sys.stderr, flush=True)
+        print(f"stage {stage}", file=sys.stderr, flush=True)
         try:
-            getattr(pipeline, stage)(ctx, *stage_args)
+            pipeline.run(stage, ctx)
         except Exception as exc:
             print(f"FAILED {stage}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             return 1

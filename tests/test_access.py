@@ -19,7 +19,6 @@ import yaml
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from tests.run_stages import STAGES
 from tierline import access, config, pipeline, settings, warehouse
 from tierline.assets import PUBLISHED_TABLES
 from tierline_dev import generate
@@ -31,9 +30,7 @@ PASSWORD = uuid.uuid4().hex
 
 
 def _run(day: date, landing) -> None:
-    ctx = pipeline.context(day, f"access-{day}", landing)
-    for stage, *args in STAGES:
-        getattr(pipeline, stage)(ctx, *args)
+    pipeline.run_through(pipeline.context(day, f"access-{day}", landing))
 
 
 def login(url: str, user: str) -> psycopg.Connection:

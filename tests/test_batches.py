@@ -20,9 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tierline import batches, land, load, pipeline, settings, warehouse
+from tierline import batches, land, load, pipeline, settings, stages, warehouse
 from tierline.errors import TierlineError
-from tierline.report import STAGE_ORDER
 from tierline_dev import generate
 
 D1, D2, D3 = date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)
@@ -32,14 +31,9 @@ ORDERS_HEADER = "order_id,customer_id,order_ts,status,gross_amount,net_amount,up
 def run_date(root: Path, day: date, run_id: str) -> str | None:
     """Run every stage for ``day`` as the DAG does; the name of the stage that failed, or None."""
     ctx = pipeline.context(day, run_id, root)
-    for name in STAGE_ORDER:
+    for name in stages.THROUGH_PUBLISH:
         try:
-            if name.startswith("gate_"):
-                pipeline.gate(ctx, name.removeprefix("gate_"))
-            elif name.startswith("dbt_"):
-                pipeline.build(ctx, name.removeprefix("dbt_"))
-            else:
-                getattr(pipeline, name)(ctx)
+            pipeline.run(name, ctx)
         except TierlineError:
             return name
     return None

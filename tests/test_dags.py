@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tierline import stages
 from tierline.assets import PUBLISHED_TABLES, asset_uri
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,8 +81,11 @@ def test_customer_tiering_reads_like_the_flow(dagbag):
         downstream = list(task.downstream_list)
         assert len(downstream) <= 1
         task = downstream[0] if downstream else None
-    assert order == ["preflight", "land_extracts", "load_raw", "gate_raw", "dbt_staging", "gate_staging", "fit_clv", "dbt_marts",
-                     "gate_marts", "publish", "report"]
+    assert tuple(order) == stages.DAG_TASKS == ("preflight", *stages.RUN)
+    # every stage of the run is a function of the pipeline, in the same order
+    from tierline import pipeline
+
+    assert tuple(pipeline.STAGES) == stages.RUN
     assert dag.max_active_runs == 1
     assert "landing" in dag.params
 
@@ -112,3 +116,15 @@ def test_dag_file_keeps_heavy_imports_out_of_top_level(dag_file):
     out = subprocess.run([sys.executable, "-c", code, str(dag_file)], env=env, capture_output=True, text=True,
                          check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_asset_event_names_the_date_it_published():
+    from datetime import date, datetime
+    from types import SimpleNamespace
+
+    from tierline.assets import published_date, published_event
+
+    first = SimpleNamespace(timestamp=datetime(2026, 11, 2, 1), extra=published_event(date(2026, 11, 1), "r1"))
+    second = SimpleNamespace(timestamp=datetime(2026, 11, 3, 1), extra=published_event(date(2026, 11, 2), "r2"))
+    assert published_date([second, first]) == "2026-11-02"
+    assert published_date([]) is None  # started by hand: the newest publication

@@ -28,15 +28,7 @@ DAYS = [DAY1 + timedelta(days=k) for k in range(3)]
 def run_day(as_of: date, landing, *, full_refresh: bool) -> pipeline.RunContext:
     ctx = pipeline.context(as_of, f"incremental-test-{as_of}-{'full' if full_refresh else 'inc'}", landing)
     ctx.full_refresh = full_refresh
-    pipeline.land_extracts(ctx)
-    pipeline.load_raw(ctx)
-    pipeline.gate(ctx, "raw")
-    pipeline.build(ctx, "staging")
-    pipeline.gate(ctx, "staging")
-    pipeline.fit_clv(ctx)
-    pipeline.build(ctx, "marts")
-    pipeline.gate(ctx, "marts")
-    pipeline.publish(ctx)
+    pipeline.run_through(ctx)
     return ctx
 
 

@@ -29,8 +29,6 @@ from tierline_dev import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY1, DAY2 = date(2026, 11, 1), date(2026, 11, 2)
-STAGES = [("land_extracts",), ("load_raw",), ("gate", "raw"), ("build", "staging"), ("gate", "staging"),
-          ("fit_clv",), ("build", "marts"), ("gate", "marts")]
 
 
 def published(url: str) -> dict[str, str]:
@@ -87,10 +85,7 @@ def world(server_url, tmp_path_factory):
 
 def run_in_process(day: date, run_id: str, landing: Path, until_publish: bool = True):
     ctx = pipeline.context(day, run_id, landing)
-    for stage, *args in STAGES:
-        getattr(pipeline, stage)(ctx, *args)
-    if until_publish:
-        pipeline.publish(ctx)
+    pipeline.run_through(ctx, "publish" if until_publish else "gate_marts")
     return ctx
 
 

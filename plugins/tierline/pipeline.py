@@ -1,4 +1,5 @@
-"""The stages of a tierline run, one function each, called by the DAG's tasks and by the CLI.
+"""The stages of a tierline run, one function each (``STAGES``, in the order of ``tierline.stages``),
+called by the DAG's tasks and by the CLI through :func:`run`.
 
 Every stage reads what it needs from the run folder (``$TIERLINE_HOME/runs/<date>/<run id>``)
 and the warehouse, records what it did (``stage_<name>.json``, with timing) and, when it fails,
@@ -11,12 +12,13 @@ import json
 import re
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, is_dataclass
 from datetime import date
 from pathlib import Path
 
 from tierline import config as config_module
-from tierline import errors, runs, settings, warehouse
+from tierline import errors, runs, settings, stages, warehouse
 from tierline.errors import QualityGateFailed
 
 
@@ -149,9 +151,6 @@ def gate(ctx: RunContext, gate_name: str) -> dict:
         # The marts gate audits the run's build tables and records what it audited (relation,
         # rows, checksum) while it holds them read-only: publish copies only what matches.
         with warehouse.connect(ctx.warehouse_url) as conn:
-            # the drift checks compare with the last publication, which must exist (if empty)
-            publish_module.prepare(conn, build_schema=ctx.schemas["marts"], schema=ctx.schemas["analytics"],
-                                   lock_timeout=ctx.config.publish.lock_timeout_seconds)
             with conn.transaction():
                 audited = publish_module.audit(conn, ctx.schemas["marts"], ctx.as_of)
                 outcome = validate()
@@ -172,8 +171,17 @@ def build(ctx: RunContext, layer: str):
             # publish refuses if another publication happened after this point
             with warehouse.connect(ctx.warehouse_url, autocommit=True) as conn:
                 runs.register(conn, ctx, publish_module.publication_state(conn, ctx.schemas["analytics"]))
-        return dbt.build(layer, warehouse_url=ctx.warehouse_url, dbt_vars=ctx.dbt_vars(), run_dir=ctx.run_dir,
-                         full_refresh=ctx.full_refresh)
+        built = dbt.build(layer, warehouse_url=ctx.warehouse_url, dbt_vars=ctx.dbt_vars(), run_dir=ctx.run_dir,
+                          full_refresh=ctx.full_refresh)
+        if layer == "marts":
+            from tierline import publish as publish_module
+
+            # the publication's tables take the build's shape (created empty the first time, new
+            # columns added) before the marts gate compares the build with them: the gate only reads
+            with warehouse.connect(ctx.warehouse_url) as conn:
+                publish_module.prepare(conn, build_schema=ctx.schemas["marts"], schema=ctx.schemas["analytics"],
+                                       lock_timeout=ctx.config.publish.lock_timeout_seconds)
+        return built
 
     return run_stage(ctx, f"dbt_{layer}", run)
 
@@ -218,3 +226,29 @@ def report(ctx: RunContext) -> dict:
     from tierline import report as report_module
 
     return run_stage(ctx, "report", lambda: report_module.write(ctx), lock=False)
+
+
+STAGES: dict[str, Callable[[RunContext], object]] = {
+    "land_extracts": land_extracts,
+    "load_raw": load_raw,
+    "gate_raw": lambda ctx: gate(ctx, "raw"),
+    "dbt_staging": lambda ctx: build(ctx, "staging"),
+    "gate_staging": lambda ctx: gate(ctx, "staging"),
+    "fit_clv": fit_clv,
+    "dbt_marts": lambda ctx: build(ctx, "marts"),
+    "gate_marts": lambda ctx: gate(ctx, "marts"),
+    "publish": publish,
+    "report": report,
+}
+
+
+def run(name: str, ctx: RunContext):
+    """Run the stage ``name`` (a task of the DAG) for ``ctx``."""
+    return STAGES[name](ctx)
+
+
+def run_through(ctx: RunContext, last: str = "publish") -> None:
+    """Run the stages in order up to and including ``last``, as the DAG's tasks would."""
+    for name in stages.RUN[: stages.RUN.index(last) + 1]:
+        run(name, ctx)
+

@@ -17,10 +17,8 @@ from pathlib import Path
 
 from psycopg import sql
 
-from tierline import charts, dbt, settings, warehouse
+from tierline import charts, dbt, settings, stages, warehouse
 
-STAGE_ORDER = ("land_extracts", "load_raw", "gate_raw", "dbt_staging", "gate_staging", "fit_clv", "dbt_marts",
-               "gate_marts", "publish")
 GATES = ("raw", "staging", "marts")
 HISTORY_DATES = 60  # published dates the history charts show, the latest ones up to the run's date
 PREVIOUS_RUNS = 10  # earlier published runs the stage times are compared with
@@ -29,7 +27,7 @@ QUARANTINE_REASONS = 100  # (file, reason) rows listed; the rest are counted
 
 def _stages(run_dir: Path) -> list[dict]:
     found = []
-    for name in STAGE_ORDER:
+    for name in stages.THROUGH_PUBLISH:
         path = run_dir / f"stage_{name}.json"
         if path.exists():
             found.append(json.loads(path.read_text()))

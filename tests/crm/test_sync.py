@@ -477,3 +477,16 @@ def test_a_second_sync_of_the_module_waits_its_turn(crm, wh, connector, cfg):
 
     assert crm.counters()["write_calls"] == 0
     assert sync.sync(warehouse_url=wh, connector=connector, cfg=cfg)["status"] == "ok"
+
+
+def test_the_dag_syncs_the_date_its_asset_event_published_unless_a_later_one_is(crm, wh, connector, cfg):
+    publish(wh, [customer(1, tier="vip")], as_of=AS_OF)
+    publish(wh, [customer(1, tier="key")], as_of=NEXT_DAY)
+    session = {"warehouse_url": wh, "connector": connector, "cfg": cfg}
+
+    pinned = sync.plan_step("asset__one", as_of=NEXT_DAY.isoformat(), **session)
+    assert pinned["as_of_date"] == NEXT_DAY.isoformat() and "superseded_event_date" not in pinned
+    # a backfill publishes an older date after a newer one: the CRM keeps the newer state
+    older = sync.plan_step("asset__backfill", as_of=AS_OF.isoformat(), **session)
+    assert older["as_of_date"] == NEXT_DAY.isoformat()
+    assert older["superseded_event_date"] == AS_OF.isoformat()

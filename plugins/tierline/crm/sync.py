@@ -900,14 +900,24 @@ def _status(pushed: PushResult, reconciled: dict[str, Any]) -> str:
     return "ok"
 
 
-def plan_step(run_id: str, *, as_of: date | None = None, **session: Any) -> dict[str, Any]:
-    """DAG task ``plan_changes``: plan and store the outbox; alert on new conflicts and unmapped values."""
+def plan_step(run_id: str, *, as_of: date | str | None = None, **session: Any) -> dict[str, Any]:
+    """DAG task ``plan_changes``: plan and store the outbox; alert on new conflicts and unmapped values.
+
+    ``as_of`` is the date the triggering Asset event published. A date a later publication has
+    superseded (a backfill publishing older dates) is not pushed over the newer state: the newest
+    published date is synced instead, and the summary says so."""
     with _session(session.get("warehouse_url"), session.get("connector"), session.get("cfg")) as (conn, crm, cfg):
+        published = date.fromisoformat(str(as_of)) if as_of else None
+        newest = conn.execute(sql.SQL("select max(as_of_date) from {}.customer_tier").format(
+            sql.Identifier(cfg.publish_schema))).fetchone()[0] if published else None
+        as_of = newest if newest and published and newest > published else published
         state.ensure(conn, cfg.provider)
         with state.run_lock(conn, cfg.module):
             planned = plan(conn, crm, cfg, run_id=run_id, as_of=as_of)
             save_plan(conn, planned)
         summary = planned.summary()
+    if published and as_of != published:
+        summary["superseded_event_date"] = published.isoformat()
     counts = alert_counts({"plan": summary})
     alert(cfg, {k: counts[k] for k in ("crm_conflicts", "crm_dead_letters")}, run_id=run_id,
           as_of=summary["as_of_date"], task="plan_changes")
