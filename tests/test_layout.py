@@ -101,3 +101,29 @@ def test_every_published_snapshot_declares_its_key_in_its_model():
             for model in (yaml.safe_load(path.read_text()) or {}).get("models", [])
             for constraint in model.get("constraints", []) if constraint["type"] == "primary_key"}
     assert all("as_of_date" in keys.get(table, ()) for table in SNAPSHOT_TABLES), keys
+
+
+def test_no_quality_check_is_both_a_dbt_test_and_a_gx_expectation():
+    """Per-model invariants are dbt tests; the GX suites keep what dbt cannot say (balances,
+    quarantine rates, drift, distributions, cross-table agreement)."""
+    import json
+
+    import yaml
+
+    same = {"expect_column_values_to_not_be_null": {"not_null"}, "expect_column_values_to_be_unique": {"unique"},
+            "expect_column_values_to_be_in_set": {"accepted_values", "relationships"}}
+    dbt_checks = {}
+    for path in (PROJECT_ROOT / "dbt_project" / "models").rglob("*.yml"):
+        for model in (yaml.safe_load(path.read_text()) or {}).get("models", []) or []:
+            for column in model.get("columns", []) or []:
+                tests = {t if isinstance(t, str) else next(iter(t)) for t in column.get("data_tests", []) or []}
+                tests |= {c["type"] for c in column.get("constraints", []) or []}
+                dbt_checks[model["name"], column["name"]] = tests
+    twice = []
+    for path in (PROJECT_ROOT / "expectations").glob("*/*.json"):
+        suite = json.loads(path.read_text())
+        for expectation in suite["expectations"]:
+            column = expectation["kwargs"].get("column")
+            if same.get(expectation["type"], set()) & dbt_checks.get((suite["meta"]["table"], column), set()):
+                twice.append(f"{path.relative_to(PROJECT_ROOT)}: {expectation['type']}({column})")
+    assert not twice, "checked by dbt already:\n" + "\n".join(twice)
