@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
+import time
 import uuid
 from datetime import date
 from pathlib import Path
@@ -21,6 +25,7 @@ import yaml
 from tests.receivers import HttpReceiver, chat_connection
 from tierline import cli, config, report, settings, simulate, warehouse
 from tierline.assets import PUBLISHED_TABLES
+from tierline.stages import DAG_TASKS
 from tierline_dev import generate
 
 from . import report_browser
@@ -47,6 +52,18 @@ def fingerprint(url: str) -> dict[str, str]:
             ).fetchone()[0]
             for table in ANALYTICS
         }
+
+
+def run_as_a_user(landing: Path, day: date) -> tuple[int, list[tuple[float, str]]]:
+    """``python -m tierline.cli run`` (what ``make run`` starts): its exit code, and each line it
+    printed with the seconds since the start at which the line arrived."""
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tierline.cli", "run", "--landing", str(landing), "--as-of", day.isoformat()],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONPATH": str(settings.PROJECT_ROOT / "plugins")})
+    lines = [(time.monotonic() - started, line.rstrip("\n")) for line in process.stdout]
+    return process.wait(), lines
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +98,7 @@ def scenario(server_url, tmp_path_factory):
     result["codes"]["day1_again"] = cli.run(landing, DAY1, quiet=True)
     result["fingerprints"]["day1_again"] = fingerprint(url)
     result["alerts"]["day1_again"], hooks.received[:] = hooks.texts(), []
-    result["codes"]["day2"] = cli.run(landing, DAY2, quiet=True)
+    result["codes"]["day2"], result["day2_output"] = run_as_a_user(landing, DAY2)
     result["fingerprints"]["day2"] = fingerprint(url)
     result["alerts"]["day2"], hooks.received[:] = hooks.texts(), []
     result["codes"]["day1_after_day2"] = cli.run(landing, DAY1, quiet=True)
@@ -158,8 +175,11 @@ def test_the_crms_own_record_id_is_published_for_the_crm_sync_to_match_on(scenar
 
 
 @pytest.mark.parametrize("crm", ["zoho", "fxiaoke"])  # in this order: the second run switches CRM
-def test_the_demo_crm_sync_updates_the_crms_own_accounts_and_creates_none(scenario, crm):
+def test_the_demo_crm_sync_updates_the_crms_own_accounts_and_creates_none(scenario, crm, capsys):
     line = cli.demo_crm_sync(scenario["landing"], crm)
+    # every step's counts in whole lines (the result used to be JSON cut at 700 characters)
+    printed = capsys.readouterr().out
+    assert "\n  reconcile: checked " in printed and ", mismatch_count 0" in printed, printed
 
     with warehouse.connect(scenario["url"]) as conn:
         published, with_record = conn.execute(
@@ -412,3 +432,26 @@ def test_text_from_the_extracts_is_escaped_in_the_report(scenario, tmp_path):
         assert f"customer_name={hostile}" in page.locator("#gates").text_content()
         assert page.locator("script").count() == 0
 
+
+
+def test_the_demo_summary_names_each_runs_report(scenario):
+    reports = [latest_run_dir(day) / "report.html" for day in (DAY1, DAY2)]
+    text = cli.where_results_are("crm line", reports)
+    # each real path (the line used to print a <date>/<run id> placeholder)
+    assert "<" not in text.split("reports:")[1].split("CRM:")[0]
+    assert all(f"{path}\n" in text and path.exists() for path in reports)
+
+
+def test_make_run_prints_each_task_as_it_starts_and_ends(scenario):
+    lines = scenario["day2_output"]
+    assert scenario["codes"]["day2"] == 0, "\n".join(text for _at, text in lines)
+    events = [(at, text.split()[1], text.split()[2]) for at, text in lines
+              if re.match(r"  \d\d:\d\d:\d\d  \w+ +(started|ok)", text)]
+    assert [(stage, event) for _at, stage, event in events] == [(s, e) for s in DAG_TASKS for e in ("started", "ok")]
+    ended = lines[-1][0]
+    # live, not replayed at the end: the load was reported long before the run finished
+    load_done = next(at for at, stage, event in events if (stage, event) == ("load_raw", "ok"))
+    assert ended - load_done > 5, lines
+    load_line = next(text for _at, text in lines if re.search(r"load_raw +ok", text))
+    assert re.search(r"ok in \d+\.\d s: [\d,]+ rows read, [\d,]+ loaded, [\d,]+ quarantined", load_line)
+    assert any("customer_tier" in text for _at, text in lines)  # the summary still closes the output

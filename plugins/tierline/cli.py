@@ -62,6 +62,52 @@ def _airflow(args: list[str], env: dict[str, str], log_path: Path | None = None)
         return subprocess.run([binary, *args], env=full_env, stdout=log, stderr=subprocess.STDOUT).returncode
 
 
+def _airflow_following(args: list[str], env: dict[str, str], log_path: Path, follower=None) -> int:
+    """``_airflow`` with its output in ``log_path``, calling ``follower`` twice a second while it runs."""
+    binary = str(Path(sys.executable).with_name("airflow"))
+    with log_path.open("w") as log:
+        process = subprocess.Popen([binary, *args], env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+        while True:
+            finished = process.poll() is not None
+            if follower:
+                follower()
+            if finished:
+                return process.returncode
+            time.sleep(0.5)
+
+
+class ProgressPrinter:
+    """Prints each task of a run as it starts and ends, from the run's progress file (tierline.pipeline)."""
+
+    def __init__(self, as_of: date, logical_date: datetime):
+        self.as_of, self.logical_date = as_of, logical_date
+        self.run_dir: Path | None = None
+        self.offset = 0
+
+    def __call__(self) -> None:
+        from tierline.pipeline import PROGRESS_FILE
+
+        self.run_dir = self.run_dir or _run_dir_of(self.as_of, self.logical_date)
+        path = self.run_dir / PROGRESS_FILE if self.run_dir else None
+        if path is None or not path.exists():
+            return
+        with path.open(encoding="utf-8") as handle:
+            handle.seek(self.offset)
+            while (line := handle.readline()).endswith("\n"):  # a line still being written waits
+                self.offset = handle.tell()
+                print(self.describe(json.loads(line)), flush=True)
+
+    @staticmethod
+    def describe(event: dict) -> str:
+        at = datetime.fromisoformat(event["at"]).astimezone().strftime("%H:%M:%S")
+        retry = f" (try {event['try_number']})" if event.get("try_number", 1) > 1 else ""
+        if event["event"] == "started":
+            return f"  {at}  {event['stage']:<13} started{retry}"
+        took = f" in {event['seconds']:.1f} s" if event.get("seconds") is not None else ""
+        detail = f": {event['detail']}" if event.get("detail") else ""
+        return f"  {at}  {event['stage']:<13} {event['event']}{took}{detail}"
+
+
 def ensure_airflow_db(env: dict[str, str]) -> None:
     import airflow
 
@@ -145,7 +191,8 @@ def run_once(landing: Path, as_of: date, *, quiet: bool = False) -> RunOutcome:
     conf = json.dumps({"landing": str(Path(landing).resolve())})
     if not quiet:
         print(f"running {DAG_ID} for {as_of}; Airflow log: {log_path}")
-    code = _airflow(["dags", "test", DAG_ID, logical_date.isoformat(), "-c", conf], env, log_path)
+    code = _airflow_following(["dags", "test", DAG_ID, logical_date.isoformat(), "-c", conf], env, log_path,
+                              None if quiet else ProgressPrinter(as_of, logical_date))
     run_dir = _run_dir_of(as_of, logical_date)
     summary = run_dir / "summary.txt" if run_dir else None
     if code == 0 and summary and summary.exists():
@@ -221,26 +268,31 @@ def demo(customers: int, days: int, seed: int, crm: str = "zoho") -> int:
         if done.returncode != 0:
             return done.returncode
         marker.touch()
+    reports = []
     for offset in range(days):
         as_of = start + timedelta(days=offset)
         print(f"\n== running {DAG_ID} for {as_of} ==")
-        code = run(landing, as_of)
-        if code != 0:
-            return code
-    print(where_results_are(demo_crm_sync(landing, crm)))
+        outcome = run_once(landing, as_of)
+        if outcome.code != 0:
+            return outcome.code
+        reports.append(outcome.run_dir / "report.html")
+    print(where_results_are(demo_crm_sync(landing, crm), reports))
     return 0
 
 
-def where_results_are(crm_line: str) -> str:
-    """The demo's closing words. The URL is printed with its password masked (``?password=`` too);
-    the query reads the real one through ``make warehouse-url`` instead of showing it."""
+def where_results_are(crm_line: str, reports: list[Path] = ()) -> str:
+    """The demo's closing words, with the path of each run's report. The URL is printed with its
+    password masked (``?password=`` too); the query reads the real one through ``make warehouse-url``
+    instead of showing it."""
+    report_lines = ("\n" + " " * 14).join(str(path) for path in reports) or "(no run published)"
     return f"""
 Where the results are
   warehouse:  {warehouse.redacted(warehouse.url())}
   tables:     analytics: {textwrap.fill(", ".join(PUBLISHED_TABLES), 88, subsequent_indent=" " * 14)}
               (snapshot tables have a *_latest view; analytics.publication_log lists runs)
   quarantine: raw.quarantine (file, line, raw text, reason)
-  reports:    {settings.runs_dir()}/<date>/<run id>/report.html
+  reports:    {report_lines}
+              (open one in a browser: a self-contained page per run)
   CRM:        {crm_line}
   query:      psql "$(make -s warehouse-url)" -c 'select tier, count(*) from analytics.customer_tier_latest group by 1'
 """

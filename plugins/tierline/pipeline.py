@@ -14,7 +14,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, is_dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from tierline import config as config_module
@@ -76,6 +76,7 @@ def run_stage(ctx: RunContext, name: str, func, *, lock: bool = True, final: boo
     """
     started = time.perf_counter()
     record = {"stage": name, "as_of_date": ctx.as_of.isoformat(), "run_id": ctx.run_id, "try_number": ctx.try_number}
+    progress(ctx.run_dir, name, "started", try_number=ctx.try_number)
     try:
         if lock:
             with runs.hold(ctx, name, final=final) as held:
@@ -89,10 +90,48 @@ def run_stage(ctx: RunContext, name: str, func, *, lock: bool = True, final: boo
         (ctx.run_dir / "failure.json").write_text(json.dumps(record, indent=2, ensure_ascii=False))
         (ctx.run_dir / f"stage_{name}.json").write_text(
             json.dumps({**record, "traceback": traceback.format_exc()}, indent=2, ensure_ascii=False))
+        progress(ctx.run_dir, name, "failed", try_number=ctx.try_number, seconds=record["seconds"],
+                 detail=type(exc).__name__)
         raise
     record.update(status="ok", seconds=round(time.perf_counter() - started, 2), result=_jsonable(result))
     (ctx.run_dir / f"stage_{name}.json").write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str))
+    progress(ctx.run_dir, name, "ok", try_number=ctx.try_number, seconds=record["seconds"],
+             detail=_outcome(record["result"]))
     return result
+
+
+PROGRESS_FILE = "progress.jsonl"
+
+
+def progress(run_dir: Path, stage: str, event: str, *, try_number: int = 1, seconds: float | None = None,
+             detail: str = "") -> None:
+    """Append a stage's start or end to the run's progress file, which ``make run`` follows live."""
+    line = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "stage": stage, "event": event,
+            "try_number": try_number, "seconds": seconds, "detail": detail}
+    with (run_dir / PROGRESS_FILE).open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
+def _outcome(result) -> str:
+    """What a finished stage did, in a few words: rows in, rows out, checks (its stage_*.json has all)."""
+    if isinstance(result, list) and result and isinstance(result[0], dict) and "rows_read" in result[0]:
+        return (f"{sum(f['rows_read'] for f in result):,} rows read, {sum(f['rows_loaded'] for f in result):,} "
+                f"loaded, {sum(f['rows_quarantined'] for f in result):,} quarantined")
+    if not isinstance(result, dict):
+        return ""
+    if "gate" in result:
+        return f"{'passed' if result['passed'] else 'FAILED'}, {len(result.get('warnings', [])):,} warnings"
+    if "nodes" in result:
+        return f"{result['nodes']:,} dbt models, seeds and tests"
+    if "rows" in result and isinstance(result["rows"], dict):
+        return f"{sum(result['rows'].values()):,} rows published to {len(result['rows'])} tables"
+    if "files" in result and "rows" in result:
+        return f"{result['rows']:,} rows in {result['files']} files"
+    if "method" in result:
+        return f"{result['method']} on {result.get('customers', 0):,} customers"
+    if "rows_in" in result:
+        return f"report: {result['run_dir']}/report.html"
+    return ""
 
 
 def land_extracts(ctx: RunContext) -> dict:

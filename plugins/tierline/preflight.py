@@ -188,10 +188,21 @@ def run_for_dag(landing, ds: str, run_id: str, logical_date) -> list[Check]:
     """The DAG's first task: record the run's identity in its run folder, then ``run``."""
     import json
 
-    from tierline import pipeline
+    from tierline import pipeline, stages
 
     as_of = date.fromisoformat(str(ds)[:10])
     record = {"dag_id": "customer_tiering", "run_id": run_id, "as_of_date": as_of.isoformat(),
               "logical_date": logical_date.isoformat() if logical_date else None, "landing": str(landing)}
-    (pipeline.run_folder(as_of, run_id) / "run.json").write_text(json.dumps(record, indent=2))
-    return run(Path(landing), as_of)
+    run_dir = pipeline.run_folder(as_of, run_id)
+    (run_dir / "run.json").write_text(json.dumps(record, indent=2))
+    pipeline.progress(run_dir, stages.PREFLIGHT, "started")
+    started = time.perf_counter()
+    try:
+        checks = run(Path(landing), as_of)
+    except Exception as exc:
+        pipeline.progress(run_dir, stages.PREFLIGHT, "failed", seconds=round(time.perf_counter() - started, 2),
+                          detail=type(exc).__name__)
+        raise
+    pipeline.progress(run_dir, stages.PREFLIGHT, "ok", seconds=round(time.perf_counter() - started, 2),
+                      detail=f"{len(checks)} checks passed")
+    return checks

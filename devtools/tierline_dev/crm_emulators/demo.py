@@ -10,7 +10,6 @@ prints the sync's result, and as its last line one sentence on what the emulator
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -36,6 +35,21 @@ def forget_other_provider(provider: str) -> str | None:
         return owner[0]
 
 
+def describe(result: dict) -> list[str]:
+    """One whole line per step of the sync (plan, push, reconcile): its counts, and how many items
+    each of its lists holds (the lists themselves are in crm_sync.runs)."""
+    lines = []
+    for step in ("plan", "push", "reconcile"):
+        values = result.get(step)
+        if not isinstance(values, dict):
+            continue
+        parts = [f"{key} {len(value):,}" if isinstance(value, list | dict)
+                 else f"{key} {value:,}" if isinstance(value, int) and not isinstance(value, bool)
+                 else f"{key} {value}" for key, value in values.items()]
+        lines.append(f"  {step}: " + ", ".join(parts))
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tierline_dev.crm_emulators.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--store", type=Path, required=True, help="the emulator's SQLite file (kept between demos)")
@@ -58,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n== CRM sync (reverse ETL, mode {settings.mode}) to {TITLES[settings.provider]}: {result['status']} ==")
     if replaced:
         print(f"(the last demo synced to {replaced}: its sync state in {SCHEMA} was dropped)")
-    print(json.dumps({k: v for k, v in result.items() if k in ("status", "plan", "push", "reconcile")},
-                     ensure_ascii=False, default=str)[:700])
+    for line in describe(result):
+        print(line)
     plan, push = result["plan"], result.get("push", {})
     print(f"{settings.provider} emulator ({args.store}): {len(records):,} {settings.module} records "
           f"({seeded:,} seeded from the extract this time); this sync matched {plan['matched']:,}, "
