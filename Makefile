@@ -22,7 +22,7 @@ $(foreach v,$(USER_VARIABLES),$(if $(filter undefined,$(origin $(v))),,$(eval ov
 export $(USER_VARIABLES)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test run backfill preflight lint bench bench-crm simulate holdout warehouse-url stop clean crm-sync crm-retry
+.PHONY: help venv demo test run backfill preflight lint bench bench-crm simulate holdout warehouse-url stop clean crm-sync crm-retry dashboard
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -77,6 +77,9 @@ crm-sync: $(STAMP) ## push changed tiers to the CRM (DRY_RUN=1: only write the p
 
 crm-retry: $(STAMP) ## replay the records the CRM refused (crm_sync.dead_letters)
 	$(BIN)/python -m tierline.cli crm-retry
+
+dashboard: $(STAMP) ## the BI dashboard (Apache Superset) on the published tables, after `make demo`: prints URL + login (TIERLINE_DASHBOARD_PORT, default 8088)
+	$(BIN)/python -m tierline_dev.dashboard
 
 warehouse-url: $(STAMP) ## print the warehouse URL (starts the embedded PostgreSQL if needed)
 	@$(BIN)/python -m tierline.cli warehouse-url

@@ -19,6 +19,7 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import psycopg
 import pytest
 import yaml
 
@@ -64,6 +65,15 @@ def run_as_a_user(landing: Path, day: date) -> tuple[int, list[tuple[float, str]
         env={**os.environ, "PYTHONPATH": str(settings.PROJECT_ROOT / "plugins")})
     lines = [(time.monotonic() - started, line.rstrip("\n")) for line in process.stdout]
     return process.wait(), lines
+
+
+@pytest.fixture(scope="module", autouse=True)
+def superset_installed():
+    """The dashboard's Superset venv (minutes on a fresh clone, once per requirements hash) installs
+    while the scenario's runs go; the dashboard test waits for it."""
+    from tierline_dev import dashboard
+
+    return dashboard.prepare_in_background()
 
 
 @pytest.fixture(scope="module")
@@ -433,7 +443,6 @@ def test_text_from_the_extracts_is_escaped_in_the_report(scenario, tmp_path):
         assert page.locator("script").count() == 0
 
 
-
 def test_the_demo_summary_names_each_runs_report(scenario):
     reports = [latest_run_dir(day) / "report.html" for day in (DAY1, DAY2)]
     text = cli.where_results_are("crm line", reports)
@@ -455,3 +464,43 @@ def test_make_run_prints_each_task_as_it_starts_and_ends(scenario):
     load_line = next(text for _at, text in lines if re.search(r"load_raw +ok", text))
     assert re.search(r"ok in \d+\.\d s: [\d,]+ rows read, [\d,]+ loaded, [\d,]+ quarantined", load_line)
     assert any("customer_tier" in text for _at, text in lines)  # the summary still closes the output
+
+
+def test_the_superset_dashboard_shows_the_published_data_through_the_bi_login(scenario, superset_installed, tmp_path):
+    """Issue 13 item 8: the dashboard shipped in dashboard/ (Apache Superset), provisioned on the published
+    schema through the read-only login, opened in headless Chromium: every chart queried rows and drew them."""
+    from tierline_dev import dashboard
+
+    from .dashboard_browser import open_dashboard
+
+    reader = dashboard.reader_url(scenario["url"])
+    with warehouse.connect(reader, autocommit=True) as conn:  # it reads analytics, and nothing else
+        assert conn.execute("select count(*) from analytics.kpi_daily").fetchone()[0] > 0
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("select 1 from raw.crm_customers limit 1")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("create table analytics.scratch (x int)")
+    superset_installed.result(timeout=dashboard.INSTALL_TIMEOUT + 2 * dashboard.COMMAND_TIMEOUT)
+    instance = dashboard.provision(dashboard.Instance(tmp_path / "superset"), reader)
+    charts = yaml.safe_load(dashboard.SPEC.read_text(encoding="utf-8"))["charts"]
+    screenshot = tmp_path / "dashboard.png"
+    with dashboard.Server(instance, dashboard.free_port()) as server:
+        view = open_dashboard(server.url, dashboard.dashboard_path(), dashboard.ADMIN_USER, instance.password,
+                              expected_charts=len(charts), screenshot=screenshot)
+    shutil.copyfile(screenshot, latest_run_dir(DAY2) / "dashboard.png")  # beside the run's report
+    print(f"dashboard screenshot: {screenshot} (Superset up in {server.started_in:.0f} s, "
+          f"charts drawn in {view.seconds_to_render:.0f} s)")
+
+    assert sorted(view.charts) == sorted(chart["title"] for chart in charts.values()), view.charts
+    assert len(view.queries) == len(charts)
+    assert [q for q in view.queries if q["status"] != 200 or q["error"] or q["rows"] == 0] == [], view.queries
+    for title, drawn in view.charts.items():
+        assert not drawn["error"] and not drawn["empty"], (title, drawn["text"])
+        shows = drawn["canvases"] or drawn["table_rows"] or drawn["svg_shapes"] or drawn["big_number"].strip()
+        assert shows, (title, drawn)
+    assert view.errors == [] and view.outside_requests == []
+    # the tier labels come from config/tier_spec.yml, in Chinese and in ladder order
+    kpis = next(drawn["text"] for title, drawn in view.charts.items() if title.startswith("分级KPI"))
+    labels = [f"{rank} {tier.label_zh}" for rank, tier in enumerate(config.load().tier_spec.ladder, start=1)]
+    assert [kpis.index(label) for label in labels] == sorted(kpis.index(label) for label in labels), kpis
+    assert screenshot.stat().st_size > 50_000
