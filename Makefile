@@ -17,12 +17,12 @@ SCALE ?= 100000
 # into a recipe: `$(value X)` keeps make from expanding a `$(...)` inside them, `export` hands the
 # literal text to the recipe's environment, and recipes read them as "$$X", which the shell
 # substitutes without interpreting. A new user variable is added to this list, and used as "$$X".
-USER_VARIABLES := LANDING AS_OF SPEC CUSTOMERS DAYS SCALE DRY_RUN CRM FROM TO FORCE
+USER_VARIABLES := LANDING AS_OF SPEC CUSTOMERS DAYS SCALE DRY_RUN CRM FROM TO FORCE PORT OUT
 $(foreach v,$(USER_VARIABLES),$(if $(filter undefined,$(origin $(v))),,$(eval override $(v) := $$(value $(v)))))
 export $(USER_VARIABLES)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test run backfill preflight lint bench bench-crm simulate holdout warehouse-url stop clean crm-sync crm-retry dashboard
+.PHONY: help venv demo test run backfill preflight lint bench bench-crm simulate holdout warehouse-url stop clean crm-sync crm-retry dashboard airflow dag-graph
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -80,6 +80,12 @@ crm-retry: $(STAMP) ## replay the records the CRM refused (crm_sync.dead_letters
 
 dashboard: $(STAMP) ## the BI dashboard (Apache Superset) on the published tables, after `make demo`: prints URL + login (TIERLINE_DASHBOARD_PORT, default 8088)
 	$(BIN)/python -m tierline_dev.dashboard
+
+airflow: $(STAMP) ## the Airflow UI on the local runs and warehouse (api-server, scheduler, dag-processor); prints URL and login [PORT=8080]
+	$(BIN)/python -m tierline.cli airflow --port "$${PORT:-8080}"
+
+dag-graph: $(STAMP) ## the DAG's graph via `airflow dags show` [OUT=customer_tiering.dot; .svg/.png need graphviz's dot]
+	$(BIN)/python -m tierline.cli dag-graph --out "$${OUT:-customer_tiering.dot}"
 
 warehouse-url: $(STAMP) ## print the warehouse URL (starts the embedded PostgreSQL if needed)
 	@$(BIN)/python -m tierline.cli warehouse-url

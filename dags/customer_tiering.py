@@ -68,6 +68,34 @@ def _run(**context):
                                    else f"{type(exc).__name__}: {exc}") from exc
 
 
+def _lineage_parent(context) -> None:
+    """dbt's OpenLineage events (tierline.lineage) name this task's run as their parent."""
+    from tierline import lineage
+
+    if lineage.enabled():
+        from airflow.providers.openlineage.plugins.macros import lineage_parent_id, lineage_root_parent_id
+
+        os.environ[lineage.PARENT_ENV] = lineage_parent_id(context["ti"])
+        os.environ[lineage.ROOT_PARENT_ENV] = lineage_root_parent_id(context["ti"])
+
+
+def _dbt(context) -> None:
+    """One dbt build; its outcome per model and test goes to the XCom ``dbt_nodes`` whether it
+    passed or failed, so the UI (task -> XCom) names the failed model or test without a log."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from tierline import dbt
+
+    _lineage_parent(context)
+    try:
+        result = _run(**context)
+    except AirflowFailException as exc:
+        if isinstance(exc.__cause__, dbt.DbtFailed):
+            context["ti"].xcom_push(key="dbt_nodes", value=exc.__cause__.summary)
+        raise
+    context["ti"].xcom_push(key="dbt_nodes", value=result.summary)
+
+
 def _gate(context):
     """A gate that passes with warnings lets the run go on and sends a ``gate_warning`` alert."""
     from tierline import alerts
@@ -129,7 +157,7 @@ def customer_tiering():
 
     @task
     def dbt_staging(**context):
-        _run(**context)
+        _dbt(context)
 
     @task
     def gate_staging(**context):
@@ -141,7 +169,7 @@ def customer_tiering():
 
     @task
     def dbt_marts(**context):
-        _run(**context)
+        _dbt(context)
 
     @task
     def gate_marts(**context):

@@ -446,7 +446,7 @@ def test_published_assets_name_the_warehouse_service(env):
 
     url = warehouse_url_parts(env["TIERLINE_WAREHOUSE_URL"])
     for table in PUBLISHED_TABLES:
-        asset = urlsplit(asset_uri(table, "analytics"))
+        asset = urlsplit(asset_uri(table, "analytics", warehouse_url=env["TIERLINE_WAREHOUSE_URL"]))
         assert (asset.hostname, asset.port, asset.path.split("/")[1]) == (url["host"], url["port"], url["db"])
 
 

@@ -142,6 +142,25 @@ def test_row_level_violations_fail_with_counts_samples_and_where_to_look(db, sui
     assert str(workdir / "out" / "gate_raw.json") in message
 
 
+def test_gates_of_a_run_build_one_gx_data_docs_site_without_the_connection_string(db, suites, workdir):
+    """Issue 13, item 4: GX's own Data Docs per run, every gate in one index."""
+    suites("raw", "crm_customers", "crm", expect("expect_column_values_to_be_unique", column="customer_id"))
+    suites("staging", "sales_orders", "raw", expect("expect_column_values_to_not_be_null", column="customer_id"))
+    out = workdir / "out"
+    raw = run(db, suites, out_dir=out)
+    staging = gates.run_gate("staging", db, SCHEMAS, expectations_dir=suites.root, out_dir=out)
+
+    assert raw.docs["path"] == staging.docs["path"] == str(out / "gx_docs" / "index.html")
+    index = (out / "gx_docs" / "index.html").read_text()
+    # the failed not-null check was validated again for its sample of rows: that pass is a page too
+    for suite in ("raw__crm_customers", "staging__sales_orders", "staging__sales_orders__failed_sample"):
+        assert suite in index, suite
+    pages = [p.read_text() for p in (out / "gx_docs" / "validations").rglob("*.html")]
+    assert len(pages) == 3 and sum("gate_staging" in page for page in pages) == 2
+    written = "".join(p.read_text(errors="replace") for p in out.rglob("*") if p.is_file())
+    assert db.split("@")[-1] not in written  # the warehouse address (and so any password) stays out
+
+
 def test_warning_is_reported_but_does_not_block(db, suites):
     suites(
         "raw",

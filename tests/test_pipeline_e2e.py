@@ -10,7 +10,10 @@ import csv
 import json
 import os
 import re
+import select
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,10 +24,11 @@ from pathlib import Path
 import pandas as pd
 import psycopg
 import pytest
+import requests
 import yaml
 
 from tests.receivers import HttpReceiver, chat_connection
-from tierline import cli, config, report, settings, simulate, warehouse
+from tierline import assets, cli, config, report, settings, simulate, warehouse
 from tierline.assets import PUBLISHED_TABLES
 from tierline.stages import DAG_TASKS
 from tierline_dev import generate
@@ -89,6 +93,10 @@ def scenario(server_url, tmp_path_factory):
     hooks = HttpReceiver().__enter__()
     patch.setenv("AIRFLOW_CONN_TIERLINE_ALERTS_CHAT", chat_connection(hooks.port))
     patch.setenv("TIERLINE_ALERT_CONNECTIONS", "tierline_alerts_chat")
+    # OpenLineage from the Airflow tasks and the dbt models, to a file (issue 13, item 6)
+    patch.setenv("AIRFLOW__OPENLINEAGE__TRANSPORT", json.dumps(
+        {"type": "file", "log_file_path": str(root / "openlineage.jsonl"), "append": True}))
+    patch.setenv("AIRFLOW__OPENLINEAGE__NAMESPACE", "tierline_e2e")
 
     landing = root / "landing"
     generate.generate(landing, customers=800, days=2, seed=11, start_date=DAY1, progress=False)
@@ -99,7 +107,8 @@ def scenario(server_url, tmp_path_factory):
         for i in range(30):
             handle.write(f"X{i},NOBODY{i},2026-11-03 10:00:00,completed,10,10,2026-11-03 10:00:00\n")
 
-    result = {"url": url, "landing": landing, "codes": {}, "fingerprints": {}, "alerts": {}}
+    result = {"url": url, "landing": landing, "codes": {}, "fingerprints": {}, "alerts": {},
+              "openlineage": root / "openlineage.jsonl"}
     result["codes"]["day1"] = cli.run(landing, DAY1, quiet=True)
     result["fingerprints"]["day1"] = fingerprint(url)
     result["alerts"]["day1"], hooks.received[:] = hooks.texts(), []
@@ -294,6 +303,19 @@ def test_each_run_keeps_a_dbt_docs_site_of_what_it_built(scenario):
     assert stage["result"]["docs"]["catalog_nodes"] >= len(PUBLISHED_TABLES)
 
 
+def test_each_run_keeps_gx_data_docs_of_every_gate_it_ran(scenario):
+    published_run = latest_run_dir(DAY2) / "gx_docs" / "index.html"
+    index = published_run.read_text()
+    for gate in ("raw", "staging", "marts"):
+        suites = [p.stem for p in (settings.PROJECT_ROOT / "expectations" / gate).glob("*.json")]
+        assert all(f"{gate}__{suite}" in index for suite in suites), gate
+    # the day whose raw gate failed: its docs show that gate, and the failed check's sample rows
+    failed_run = (latest_run_dir(DAY3) / "gx_docs" / "index.html").read_text()
+    assert "raw__" in failed_run and "staging__" not in failed_run and "__failed_" in failed_run
+    stage = json.loads((latest_run_dir(DAY2) / "stage_gate_marts.json").read_text())
+    assert stage["result"]["docs"]["path"] == str(published_run)
+
+
 def test_every_published_column_carries_its_dbt_description_as_a_comment(scenario):
     manifest = json.loads((latest_run_dir(DAY2) / "dbt_docs" / "manifest.json").read_text())
     with warehouse.connect(scenario["url"]) as conn:
@@ -310,6 +332,64 @@ def test_every_published_column_carries_its_dbt_description_as_a_comment(scenari
                      manifest["nodes"][f"model.tierline.{table}"]["columns"].items()}
         for relation in (table, f"{table}_latest") if f"{table}_latest" in by_relation else (table,):
             assert by_relation[relation] == described, relation
+
+
+def test_openlineage_events_for_every_task_and_dbt_model_name_the_real_warehouse(scenario):
+    events = [json.loads(line) for line in scenario["openlineage"].read_text().splitlines()]
+    run_id = json.loads((latest_run_dir(DAY2) / "run.json").read_text())["run_id"]
+    tasks = [e for e in events if e["job"]["name"].startswith("customer_tiering.")
+             and e["run"]["facets"].get("airflow", {}).get("dagRun", {}).get("run_id") == run_id]
+    seen = {(e["job"]["name"].split(".", 1)[1], e["eventType"]) for e in tasks}
+    for task in ("preflight", "land_extracts", "load_raw", "gate_raw", "dbt_staging", "gate_staging", "fit_clv",
+                 "dbt_marts", "gate_marts", "publish", "report"):
+        assert {(task, "START"), (task, "COMPLETE")} <= seen, task
+    marts_task = next(e["run"]["runId"] for e in tasks if e["job"]["name"] == "customer_tiering.dbt_marts")
+    models = [e for e in events if e["job"]["facets"].get("dbt_node", {}).get("unique_id") == "model.tierline.customer_tier"
+              and e["run"]["facets"].get("parent", {}).get("run", {}).get("runId") == marts_task]
+    assert {e["eventType"] for e in models} == {"START", "COMPLETE"}
+    host, port, _database = assets.warehouse_location(scenario["url"])
+    output = next(e for e in models if e["eventType"] == "COMPLETE")["outputs"][0]
+    assert output["namespace"] == f"postgres://{host}:{port}"
+    # the task that publishes names the same warehouse in its Assets
+    assert all(a.startswith(f"postgres://{host}:{port}/") for a in (assets.asset_uri(t, "analytics") for t in PUBLISHED_TABLES))
+
+
+def test_the_local_airflow_ui_shows_the_runs_and_what_each_dbt_node_did(scenario, tmp_path):
+    """`make airflow` (issue 13, item 5): the runs made by `make run`, and per dbt task the XCom
+    `dbt_nodes` from its one build's run_results.json (the UI's XCom tab; no log needed)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "tierline.cli", "airflow", "--port", str(port)],
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline, said = time.monotonic() + 400, ""
+        while "Airflow UI:" not in said and time.monotonic() < deadline and proc.poll() is None:
+            if select.select([proc.stdout], [], [], 5)[0]:
+                said += proc.stdout.readline()
+        assert f"http://127.0.0.1:{port}/" in said, said
+        password = said.split("login: admin / ", 1)[1].split()[0]
+        api = requests.Session()
+        token = api.post(f"http://127.0.0.1:{port}/auth/token", json={"username": "admin", "password": password},
+                         timeout=30).json()["access_token"]
+        api.headers["Authorization"] = f"Bearer {token}"
+        base = f"http://127.0.0.1:{port}/api/v2/dags/customer_tiering/dagRuns"
+        runs = api.get(base, params={"run_type": "manual"}, timeout=30).json()
+        assert runs["total_entries"] == 5  # four published runs and the day whose raw gate failed
+        run_id = json.loads((latest_run_dir(DAY2) / "run.json").read_text())["run_id"]
+        entry = api.get(f"{base}/{run_id}/taskInstances/dbt_marts/xcomEntries/dbt_nodes", timeout=30).json()
+        nodes = entry["value"] if isinstance(entry["value"], dict) else json.loads(entry["value"])
+        assert nodes["not_ok"] == [] and nodes["counts"]["success"] >= len(PUBLISHED_TABLES)
+        assert nodes["nodes"] == sum(nodes["counts"].values())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=90) == 0
+
+
+def test_the_dag_graph_exports(scenario, tmp_path):
+    assert cli.main(["dag-graph", "--out", str(tmp_path / "dag.dot")]) == 0
+    graph = (tmp_path / "dag.dot").read_text()
+    assert "digraph customer_tiering" in graph and "dbt_marts -> gate_marts" in graph.replace('"', "")
 
 
 def published(scenario, day: date) -> pd.DataFrame:

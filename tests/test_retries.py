@@ -8,6 +8,7 @@ PostgreSQL that the test starts, restarts and stops by its own pid.
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 from datetime import date, timedelta
@@ -145,6 +146,14 @@ def test_failed_dbt_test_is_not_retried(airflow_run):
     assert staging["status"] == "failed" and staging["try_number"] == 1
     assert staging["error_type"] == "DbtFailed" and staging["retryable"] is False
     assert "relationships" in staging["error"]
+    # what the Airflow UI shows without a log (issue 13, item 5): the task's XCom names the test
+    with sqlite3.connect(settings.home() / "airflow" / "airflow.db") as db:
+        (value,) = db.execute("select value from xcom where task_id = 'dbt_staging' and key = 'dbt_nodes'").fetchone()
+    nodes = json.loads(value) if isinstance(value, str | bytes) else value
+    nodes = json.loads(nodes) if isinstance(nodes, str) else nodes
+    failed = [n for n in nodes["not_ok"] if n["status"] == "fail"]
+    assert len(failed) == 1 and failed[0]["node"].startswith("test.tierline.relationships_stg_crm__interactions")
+    assert failed[0]["failures"] == 1 and nodes["counts"]["fail"] == 1
 
 
 def test_config_typo_fails_at_once_without_retries(airflow_run, tmp_path, monkeypatch, capfd):

@@ -1,5 +1,12 @@
 """Names of the published tables and their Airflow Asset URIs (no heavy imports: DAG files use it)."""
 
+from __future__ import annotations
+
+import socket
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from tierline import settings
+
 # Snapshot tables keep one slice per as_of_date; history tables are replaced whole. A table's key
 # is its model's primary_key constraint (dbt_project/models/marts/*.yml), which publish reads.
 SNAPSHOT_TABLES = ("customer_value", "customer_tier", "customer_lifecycle", "clv_model_fit", "customer_events",
@@ -9,10 +16,30 @@ HISTORY_TABLES = ("tier_history", "lifecycle_history")
 PUBLISHED_TABLES = SNAPSHOT_TABLES + HISTORY_TABLES
 
 
-def asset_uri(table: str, schema: str) -> str:
-    """``schema`` is the configured ``publish.schema`` (``config.published_schema()``)."""
-    # The postgres provider's URI shape (host/database/schema/table); the host is a logical name.
-    return f"postgres://warehouse:5432/tierline/{schema}/{table}"
+def warehouse_location(warehouse_url: str | None = None) -> tuple[str, int, str]:
+    """(host, port, database) of the warehouse as lineage names it: the URL's host, or this
+    machine's name for a unix socket (the embedded server, a local socket). Parses the URL only;
+    the configured one (``settings.configured_warehouse_url``) when none is given."""
+    url = warehouse_url or settings.configured_warehouse_url()
+    if url is None:
+        return socket.gethostname(), 5432, settings.EMBEDDED_DATABASE
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    host = parts.hostname or query.get("host", [""])[0]
+    if not host or host.startswith("/"):
+        host = socket.gethostname()
+    port = parts.port or int(query.get("port", ["5432"])[0])
+    database = parts.path.lstrip("/") or query.get("dbname", [""])[0] or parts.username or "postgres"
+    return host, port, unquote(database)
+
+
+def asset_uri(table: str, schema: str, warehouse_url: str | None = None) -> str:
+    """The postgres provider's Asset URI shape, ``postgres://host:port/database/schema/table``,
+    naming the real warehouse; ``schema`` is the configured ``publish.schema``
+    (``config.published_schema()``). OpenLineage turns it into the dataset ``postgres://host:port``
+    / ``database.schema.table``, the namespace the dbt events use (tierline.lineage)."""
+    host, port, database = warehouse_location(warehouse_url)
+    return f"postgres://{host}:{port}/{database}/{schema}/{table}"
 
 
 def published_event(as_of_date, run_id: str) -> dict:

@@ -48,8 +48,8 @@ def airflow_environ() -> dict[str, str]:
         "PYTHONPATH": os.pathsep.join(filter(None, [str(settings.PROJECT_ROOT / "plugins"),
                                                     os.environ.get("PYTHONPATH")])),
     }
-    if os.environ.get(warehouse.ENV_URL):
-        env[warehouse.ENV_URL] = os.environ[warehouse.ENV_URL]
+    if os.environ.get(settings.WAREHOUSE_ENV):
+        env[settings.WAREHOUSE_ENV] = os.environ[settings.WAREHOUSE_ENV]
     return env
 
 
@@ -410,6 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
     pre_p.add_argument("--landing", type=Path)
     pre_p.add_argument("--as-of", type=date.fromisoformat)
     sub.add_parser("airflow-env", help="print the environment of the local Airflow as shell exports")
+    ui_p = sub.add_parser("airflow", help="start the Airflow UI on the local state and warehouse (tierline.ui)")
+    ui_p.add_argument("--port", type=int, default=8080)
+    graph_p = sub.add_parser("dag-graph", help="write the customer_tiering DAG's graph (.dot; .svg/.png need graphviz's dot)")
+    graph_p.add_argument("--out", type=Path, default=Path("customer_tiering.dot"))
     sub.add_parser("warehouse-url", help="print the warehouse URL (starting the embedded one if needed)")
     sub.add_parser("dbt-env", help="print the dbt profile variables for the warehouse as shell exports")
     sub.add_parser("stop", help="stop the embedded PostgreSQL")
@@ -429,6 +433,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if preflight(args.landing, args.as_of) else 2
     if args.command == "demo":
         return demo(args.customers, args.days, args.seed, args.crm)
+    if args.command in ("airflow", "dag-graph"):
+        from tierline import ui
+
+        return ui.serve(args.port) if args.command == "airflow" else ui.graph(args.out)
     if args.command == "airflow-env":
         for key, value in airflow_environ().items():
             print(f"export {key}={shlex.quote(value)}")

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tierline import settings, warehouse
+from tierline import lineage, settings, warehouse
 from tierline.errors import TierlineError, TransientError, is_transient
 
 # Read at execution only (never in a config(), a ref or a schema name), so they stay out of parsing.
@@ -49,7 +49,9 @@ LAYERS = {
 
 
 class DbtFailed(TierlineError):
-    pass
+    def __init__(self, message: str, summary: dict | None = None):
+        super().__init__(message)
+        self.summary = summary or {}
 
 
 @dataclass
@@ -59,6 +61,8 @@ class DbtResult:
     nodes: int
     artifacts: Path
     docs: dict | None = None  # the docs site generated after the build (``invoke(docs=True)``)
+    lineage: dict | None = None  # OpenLineage events sent for its nodes (tierline.lineage)
+    summary: dict | None = None  # ``node_summary``: what the Airflow task shows as XCom ``dbt_nodes``
 
 
 def _summarise_failures(run_results: dict) -> list[str]:
@@ -71,6 +75,25 @@ def _summarise_failures(run_results: dict) -> list[str]:
             detail = f"{failures} failing rows" if failures else "\n      ".join(message[:12])
             lines.append(f"  {node}: {result.get('status')} - {detail}")
     return lines
+
+
+def node_summary(run_results: dict) -> dict:
+    """The outcome of one build per node, small enough for an XCom: counts by status, and every
+    model, seed or test that did not succeed with dbt's first line about it and its failing rows.
+    Read from the build's run_results.json: it costs no dbt time (one build, not one per model)."""
+    results = run_results.get("results", [])
+    counts: dict[str, int] = {}
+    for result in results:
+        counts[result.get("status", "?")] = counts.get(result.get("status", "?"), 0) + 1
+    not_ok = []
+    for result in results:
+        if result.get("status") in ("error", "fail", "runtime error", "warn"):
+            lines = [line.strip() for line in (result.get("message") or "").splitlines() if line.strip()]
+            not_ok.append({"node": result.get("unique_id"), "status": result.get("status"),
+                           "failures": result.get("failures"), "message": lines[0] if lines else None})
+    slowest = sorted(results, key=lambda r: -(r.get("execution_time") or 0))[:5]
+    return {"nodes": len(results), "counts": counts, "not_ok": not_ok,
+            "slowest": {r.get("unique_id"): round(r.get("execution_time") or 0, 2) for r in slowest}}
 
 
 def _vars_json(dbt_vars: dict) -> str:
@@ -135,6 +158,7 @@ def invoke(command: list[str], name: str, *, warehouse_url: str, dbt_vars: dict,
             shutil.copy2(target / artifact, artifacts / artifact)
     run_results = json.loads((artifacts / "run_results.json").read_text()) if (
         artifacts / "run_results.json").exists() else {}
+    events = lineage.emit_dbt(artifacts, warehouse_url) if run_results else None
     if not outcome.success:
         detail = _summarise_failures(run_results) or [f"  {outcome.exception}"]
         message = (f"dbt {command[0]} of {name} failed:\n" + "\n".join(detail)
@@ -142,8 +166,9 @@ def invoke(command: list[str], name: str, *, warehouse_url: str, dbt_vars: dict,
         lost = _lost_connection(outcome, run_results, before, warehouse_url)
         if lost:
             raise TransientError(f"{message}\nRetryable: {lost}") from outcome.exception
-        raise DbtFailed(message) from outcome.exception
-    result = DbtResult(name, seconds, len(run_results.get("results", [])), artifacts)
+        raise DbtFailed(message, node_summary(run_results)) from outcome.exception
+    result = DbtResult(name, seconds, len(run_results.get("results", [])), artifacts, lineage=events,
+                       summary=node_summary(run_results))
     if docs:
         result.docs = _generate_docs(runner, _common_args(target, run_dir / DOCS_DIR), _vars_json(dbt_vars),
                                      target, run_dir / DOCS_DIR)
@@ -163,10 +188,13 @@ def _generate_docs(runner, common: list[str], vars_json: str, target: Path, out:
     if not outcome.success:
         return {"seconds": seconds, "error": f"dbt docs generate failed: {outcome.exception or 'see dbt.log'}",
                 "path": str(out)}
-    shutil.copy2(target / "static_index.html", out / "index.html")
-    for artifact in ("manifest.json", "catalog.json"):
-        shutil.copy2(target / artifact, out / artifact)
-    catalog = json.loads((out / "catalog.json").read_text())
+    try:
+        shutil.copy2(target / "static_index.html", out / "index.html")
+        for artifact in ("manifest.json", "catalog.json"):
+            shutil.copy2(target / artifact, out / artifact)
+        catalog = json.loads((out / "catalog.json").read_text())
+    except (OSError, ValueError) as exc:
+        return {"seconds": seconds, "error": f"dbt docs generate left no site: {exc}", "path": str(out)}
     return {"seconds": seconds, "path": str(out / "index.html"), "catalog_nodes": len(catalog.get("nodes", {})),
             "catalog_errors": catalog.get("errors")}
 

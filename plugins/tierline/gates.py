@@ -8,6 +8,10 @@ whose ``meta.schema`` is a logical schema key that the caller maps to the schema
 Great Expectations runs in an ephemeral context: nothing is written into the project, and the
 connection string only reaches GX as a runtime variable, so no password is ever serialised.
 GX takes seconds to import, so it is imported inside the functions that need it.
+
+With an ``out_dir`` (the run folder) a gate also keeps GX's own suites and validation results
+there (``gx_results/``) and rebuilds the run's GX Data Docs site (``gx_docs/index.html``), which
+lists every gate the run has validated so far.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from tierline.errors import TransientError
 log = logging.getLogger(__name__)
 
 SEVERITIES = ("error", "warning")
+DOCS_DIR = "gx_docs"  # the run's GX Data Docs site, in the run folder
+RESULTS_DIR = "gx_results"  # GX's own suites and validation results the site is built from
+DOCS_SITE = "run"
 UNEXPECTED_ROWS = "unexpected_rows_expectation"
 PARTIAL_UNEXPECTED_COUNT = 5
 
@@ -96,6 +103,7 @@ class GateResult:
     checks: list[CheckResult]
     seconds: float
     report_path: Path | None = None
+    docs: dict | None = None  # the run's GX Data Docs site after this gate (path, seconds or error)
 
     @property
     def passed(self) -> bool:
@@ -196,11 +204,12 @@ def run_gate(
         _build(suite, suite.expectations)
 
     checks: list[CheckResult] = []
-    context, datasources = _gx_context(warehouse_url, schemas, {s.schema_key for s in suites})
+    out_dir = Path(out_dir) if out_dir is not None else None
+    context, datasources = _gx_context(warehouse_url, schemas, {s.schema_key for s in suites}, out_dir)
     try:
         for suite in suites:
             suite_started = time.perf_counter()
-            checks += _validate_suite(context, datasources[suite.schema_key], suite)
+            checks += _validate_suite(context, datasources[suite.schema_key], suite, gate)
             log.info(
                 "gate %s: %s checked in %.2f s", gate, suite.relation, time.perf_counter() - suite_started
             )
@@ -210,11 +219,23 @@ def run_gate(
 
     result = GateResult(gate=gate, checks=checks, seconds=time.perf_counter() - started)
     if out_dir is not None:
-        out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        result.docs = _build_data_docs(context, out_dir / DOCS_DIR)
         result.report_path = out_dir / f"gate_{gate}.json"
         result.report_path.write_text(result.to_json() + "\n", encoding="utf-8")
     return result
+
+
+def _build_data_docs(context, site: Path) -> dict:
+    """Rebuild the run's GX Data Docs site from the stores in the run folder (every gate so far).
+    A rendering failure is reported in the result, never fails the gate."""
+    started = time.perf_counter()
+    try:
+        context.build_data_docs(site_names=[DOCS_SITE])
+    except Exception as exc:
+        log.warning("GX Data Docs were not built: %s", exc)
+        return {"path": str(site), "seconds": round(time.perf_counter() - started, 2), "error": str(exc)}
+    return {"path": str(site / "index.html"), "seconds": round(time.perf_counter() - started, 2)}
 
 
 def _sql_literal(name: str, value: Any) -> str:
@@ -344,8 +365,10 @@ def _fill_query(query, schemas: dict[str, str], literals: dict[str, str], fail, 
     return filled
 
 
-def _gx_context(warehouse_url: str, schemas: dict[str, str], schema_keys: set[str]):
-    """One ephemeral context with one PostgreSQL datasource per logical schema the gate reads."""
+def _gx_context(warehouse_url: str, schemas: dict[str, str], schema_keys: set[str], out_dir: Path | None = None):
+    """One ephemeral context with one PostgreSQL datasource per logical schema the gate reads;
+    with ``out_dir``, its suites and validation results are kept there and it has the Data Docs
+    site (``_docs_stores``)."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
         DataContextConfig,
@@ -369,9 +392,11 @@ def _gx_context(warehouse_url: str, schemas: dict[str, str], schema_keys: set[st
 
     # The default ephemeral config reserves a temporary data-docs folder and logs it at INFO, and
     # draws tqdm bars on stderr: neither is wanted in task logs, and data docs are not built.
+    defaults = InMemoryStoreBackendDefaults()
     config = DataContextConfig(
-        store_backend_defaults=InMemoryStoreBackendDefaults(),
+        store_backend_defaults=defaults,
         progress_bars=ProgressBarsConfig(globally=False),
+        **(_docs_stores(defaults, out_dir) if out_dir is not None else {}),
     )
     context = gx.get_context(mode="ephemeral", project_config=config, runtime_environment=variables)
     datasources = {}
@@ -389,11 +414,34 @@ def _gx_context(warehouse_url: str, schemas: dict[str, str], schema_keys: set[st
     return context, datasources
 
 
+def _docs_stores(defaults, out_dir: Path) -> dict:
+    """Suites and validation results on the file system of the run folder, so that every gate
+    task (a process of its own) adds to one Data Docs site: GX builds a site's index from its
+    stores and drops the pages whose results are gone. Validation definitions and checkpoints
+    stay in memory; datasources are never serialised (ephemeral context)."""
+    def on_disk(store: str, folder: str) -> dict:
+        return {**defaults.stores[store], "store_backend": {
+            "class_name": "TupleFilesystemStoreBackend", "base_directory": str(out_dir / RESULTS_DIR / folder)}}
+
+    return {
+        "stores": {**defaults.stores,
+                   defaults.expectations_store_name: on_disk(defaults.expectations_store_name, "expectations"),
+                   defaults.validation_results_store_name: on_disk(defaults.validation_results_store_name,
+                                                                   "validations")},
+        "data_docs_sites": {DOCS_SITE: {
+            "class_name": "SiteBuilder",
+            "show_how_to_buttons": False,
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(out_dir / DOCS_DIR)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        }},
+    }
+
+
 def _url_variable(schema_key: str) -> str:
     return f"TIERLINE_GX_URL_{schema_key.upper()}"
 
 
-def _validate_suite(context, datasource, suite: _Suite) -> list[CheckResult]:
+def _validate_suite(context, datasource, suite: _Suite, gate: str) -> list[CheckResult]:
     from great_expectations.datasource.fluent.interfaces import TestConnectionError
 
     try:
@@ -402,13 +450,14 @@ def _validate_suite(context, datasource, suite: _Suite) -> list[CheckResult]:
         return [_missing_table(suite, exc)]
     batch = asset.add_batch_definition_whole_table("whole_table")
 
-    results = _run(context, batch, suite, suite.expectations, _COUNTS_ONLY)
+    results = _run(context, batch, suite, suite.expectations, _COUNTS_ONLY, gate)
     checks = [_check(suite, spec, result) for spec, result in zip(suite.expectations, results, strict=True)]
     # Only row-level checks have values to show, and only failed ones are worth a second query.
     to_sample = [n for n, c in enumerate(checks) if not c.success and c.unexpected_count and c.element_count]
     if to_sample:
         specs = [suite.expectations[n] for n in to_sample]
-        for n, result in zip(to_sample, _run(context, batch, suite, specs, _WITH_SAMPLE), strict=True):
+        for n, result in zip(to_sample, _run(context, batch, suite, specs, _WITH_SAMPLE, gate, "failed_sample"),
+                             strict=True):
             sample = (result.result or {}).get("partial_unexpected_list") or []
             checks[n].partial_unexpected = list(sample)[:PARTIAL_UNEXPECTED_COUNT]
     # A failed query check shows its first rows, so the failure names the file or key to look at;
@@ -417,7 +466,8 @@ def _validate_suite(context, datasource, suite: _Suite) -> list[CheckResult]:
                       and c.unexpected_count]
     if failed_queries:
         specs = [suite.expectations[n] for n in failed_queries]
-        for n, result in zip(failed_queries, _run(context, batch, suite, specs, _ROWS_SAMPLE), strict=True):
+        for n, result in zip(failed_queries, _run(context, batch, suite, specs, _ROWS_SAMPLE, gate, "failed_rows"),
+                             strict=True):
             rows = ((result.result or {}).get("details") or {}).get("unexpected_rows") or []
             checks[n].partial_unexpected = [_row_text(row) for row in rows[:PARTIAL_UNEXPECTED_COUNT]]
     return checks
@@ -428,16 +478,19 @@ def _row_text(row) -> str:
     return ", ".join(f"{key}={value}" for key, value in list(items)[:_ROW_FIELDS])
 
 
-def _run(context, batch, suite: _Suite, specs: list[_Expectation], result_format: dict) -> list:
-    """Validate ``specs`` against the batch; GX's results, in the order of ``specs``."""
+def _run(context, batch, suite: _Suite, specs: list[_Expectation], result_format: dict, gate: str,
+         purpose: str = "") -> list:
+    """Validate ``specs`` against the batch; GX's results, in the order of ``specs``. The GX suite
+    is named ``<gate>__<suite>`` (plus what a second pass is for) in the Data Docs."""
     import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
 
-    name = f"{suite.name}_{len(context.suites.all())}"
-    stored = context.suites.add(gx.ExpectationSuite(name=name, expectations=_build(suite, specs)))
-    definition = context.validation_definitions.add(
+    name = "__".join(filter(None, (gate, suite.name, purpose)))
+    stored = context.suites.add_or_update(gx.ExpectationSuite(name=name, expectations=_build(suite, specs)))
+    definition = context.validation_definitions.add_or_update(
         gx.ValidationDefinition(name=name, data=batch, suite=stored)
     )
-    outcome = definition.run(result_format=result_format)
+    outcome = definition.run(result_format=result_format, run_id=RunIdentifier(run_name=f"gate_{gate}"))
     # GX groups results by how it computed them, not in the suite's order.
     position = {e.id: n for n, e in enumerate(stored.expectations)}
     return sorted(outcome.results, key=lambda r: position[r.expectation_config.id])

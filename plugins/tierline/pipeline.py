@@ -180,7 +180,7 @@ def gate(ctx: RunContext, gate_name: str) -> dict:
         except (gates.GateFailed, gates.GateConfigError) as exc:
             raise QualityGateFailed(str(exc)) from exc
         return {"gate": gate_name, "passed": result.passed, "seconds": result.seconds,
-                "warnings": [c.description for c in result.warnings]}
+                "warnings": [c.description for c in result.warnings], "docs": result.docs}
 
     def run():
         if gate_name != "marts":

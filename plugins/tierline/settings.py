@@ -26,6 +26,16 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
 
+WAREHOUSE_ENV = "TIERLINE_WAREHOUSE_URL"
+AIRFLOW_WAREHOUSE_ENV = "AIRFLOW_CONN_TIERLINE_WAREHOUSE"
+EMBEDDED_DATABASE = "tierline"  # the embedded server's database (warehouse.url())
+
+
+def configured_warehouse_url() -> str | None:
+    """The warehouse URL the environment names (ours wins over Airflow's connection), or None
+    when the embedded server is the warehouse; never starts or connects to anything."""
+    return (os.environ.get(WAREHOUSE_ENV) or os.environ.get(AIRFLOW_WAREHOUSE_ENV) or "").strip() or None
+
 
 PRIVATE_UMASK = 0o077
 

@@ -18,15 +18,15 @@ from psycopg.conninfo import conninfo_to_dict
 
 from tierline import settings
 
-ENV_URL = "TIERLINE_WAREHOUSE_URL"
-DEFAULT_DATABASE = "tierline"
+ENV_URL = settings.WAREHOUSE_ENV
+DEFAULT_DATABASE = settings.EMBEDDED_DATABASE
 
 
 class WarehouseError(RuntimeError):
     pass
 
 
-AIRFLOW_CONNECTION_ENV = "AIRFLOW_CONN_TIERLINE_WAREHOUSE"
+AIRFLOW_CONNECTION_ENV = settings.AIRFLOW_WAREHOUSE_ENV
 
 
 def url() -> str:
@@ -36,7 +36,7 @@ def url() -> str:
     in its environment (the URI form) is used next, so workers of any Airflow deployment reach the
     same warehouse instead of each starting a private embedded one.
     """
-    configured = (os.environ.get(ENV_URL) or os.environ.get(AIRFLOW_CONNECTION_ENV) or "").strip()
+    configured = settings.configured_warehouse_url()
     if configured:
         if not configured.startswith(("postgresql://", "postgres://")):
             scheme = configured.split("://", 1)[0] + "://" if "://" in configured else "no scheme"
