@@ -15,7 +15,6 @@ import re
 import shutil
 import subprocess
 import sys
-import uuid
 from datetime import date
 from pathlib import Path
 
@@ -29,13 +28,8 @@ DATES = (date(2023, 3, 14), date(2025, 12, 31))
 
 
 @pytest.fixture(scope="module")
-def history(server_url, tmp_path_factory):
-    root = tmp_path_factory.mktemp("backfill")
-    url = warehouse.with_database(server_url, f"tierline_backfill_{uuid.uuid4().hex[:8]}")
-    warehouse.ensure_database(url)
-    patch = pytest.MonkeyPatch()
-    patch.setenv(warehouse.ENV_URL, url)
-    patch.setenv("TIERLINE_HOME", str(root / "home"))
+def history(private_warehouse):
+    root, url, patch = private_warehouse.root, private_warehouse.url, private_warehouse.patch
     patch.setenv("TIERLINE_RETRY_DELAY_SECONDS", "1")
     patch.setenv("TIERLINE_ALERT_CONNECTIONS", "")
     # Years pass between the folders, so tier shares move far more than a day's drift check allows.
@@ -57,10 +51,7 @@ def history(server_url, tmp_path_factory):
         handle.write("order_id,customer_id,order_ts,status,gross_amount,net_amount,updated_at\n")
         for i in range(30):
             handle.write(f"X{i},NOBODY{i},2023-03-14 10:00:00,completed,10,10,2023-03-14 10:00:00\n")
-    yield {"url": url, "landing": landing, "broken": broken, "good": good}
-    patch.undo()
-    warehouse.drop_database(url)
-    shutil.rmtree(root, ignore_errors=True)
+    return {"url": url, "landing": landing, "broken": broken, "good": good}
 
 
 def published(url: str) -> dict:

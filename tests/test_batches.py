@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from datetime import date
 from pathlib import Path
 
@@ -55,13 +54,8 @@ def write(root: Path, day: date, files: dict[str, str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def scenario(server_url, tmp_path_factory):
-    root = tmp_path_factory.mktemp("batches")
-    url = warehouse.with_database(server_url, f"tierline_batches_{uuid.uuid4().hex[:8]}")
-    warehouse.ensure_database(url)
-    patch = pytest.MonkeyPatch()
-    patch.setenv(warehouse.ENV_URL, url)
-    patch.setenv("TIERLINE_HOME", str(root / "home"))
+def scenario(private_warehouse):
+    root, url = private_warehouse.root, private_warehouse.url
     landing, rerun = root / "landing", root / "rerun"
     generate.generate(landing, customers=300, days=1, seed=5, start_date=D1, dirty=False, progress=False)
 
@@ -120,9 +114,7 @@ def scenario(server_url, tmp_path_factory):
     # a later date still sees D1's published rows, and D2's fixed ones
     out["failed"]["d3_again"] = run_date(landing, D3, "d3-again")
     out["d3_orders_again"] = lifetime_orders(customer, D3)
-    yield out
-    patch.undo()
-    warehouse.drop_database(url)
+    return out
 
 
 def test_a_date_rejected_by_the_raw_gate_is_invisible_to_the_next_publication(scenario):

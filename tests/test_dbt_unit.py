@@ -12,13 +12,12 @@ from datetime import date
 from tierline import clv, config, dbt, warehouse
 from tierline.pipeline import RunContext, run_folder
 
-from .test_load import CUSTOMERS, run_load
-
 AS_OF = date(2026, 11, 1)
+CUSTOMERS = "customer_id,customer_name,customer_type,created_at,updated_at\nC1,张三,individual,2025-01-01,2025-01-01\n"
 
 
-def test_tier_and_lifecycle_logic_pass_their_unit_tests(tmp_path, warehouse_url):
-    run_load(tmp_path, warehouse_url, {"crm_customers.csv": CUSTOMERS}, AS_OF)
+def test_tier_and_lifecycle_logic_pass_their_unit_tests(tmp_path, warehouse_url, land_and_load):
+    land_and_load({"crm_customers.csv": CUSTOMERS}, AS_OF)
     cfg = config.load()
     ctx = RunContext(AS_OF, "unit", tmp_path, warehouse_url, cfg, run_folder(AS_OF, f"unit-{tmp_path.name}"))
     kwargs = {"warehouse_url": warehouse_url, "dbt_vars": ctx.dbt_vars(), "run_dir": ctx.run_dir}

@@ -5,15 +5,14 @@ from __future__ import annotations
 import csv
 import io
 from datetime import date, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from tierline import land, load, warehouse
 from tierline.errors import ExtractError
 
-AS_OF = date(2026, 11, 1)
-RUN_ID = "test-run"
+AS_OF = date(2026, 11, 1)  # land_and_load's default date
+
 CUSTOMERS = (
     "customer_id,customer_name,customer_type,phone,created_at,updated_at\n"
     "C1,张三,individual,+86 138-0013-8000,2025-01-01 10:00:00,2025-01-01 10:00:00\n"
@@ -21,21 +20,6 @@ CUSTOMERS = (
 )
 ORDERS_HEADER = "order_id,customer_id,order_ts,status,gross_amount,discount_amount,net_amount,updated_at\n"
 PRODUCTS = "product_id,product_name,unit_cost,updated_at\nP1,茶叶,10.00,2025-01-01\n"
-
-
-def write(root: Path, files: dict[str, str | bytes], day: date = AS_OF) -> Path:
-    folder = root / day.isoformat()
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, content in files.items():
-        data = content.encode("utf-8") if isinstance(content, str) else content
-        (folder / name).write_bytes(data)
-    return root
-
-
-def run_load(tmp_path: Path, url: str, files: dict, day: date = AS_OF):
-    root = write(tmp_path / "inbox", files, day)
-    manifest = land.land_extracts(root, day, tmp_path / "landing")
-    return load.load_date(url, manifest, day, RUN_ID, "Asia/Shanghai")
 
 
 def quarantine(url: str) -> list[tuple]:
@@ -47,9 +31,9 @@ def counts(results) -> dict[str, tuple[int, int, int]]:
     return {r.file: (r.rows_read, r.rows_loaded, r.rows_quarantined) for r in results}
 
 
-def test_clean_files_load_completely_with_typed_values(tmp_path, warehouse_url):
+def test_clean_files_load_completely_with_typed_values(tmp_path, warehouse_url, land_and_load):
     orders = ORDERS_HEADER + 'O1,C1,2026-10-01 12:00:00,completed,"1,234.50",34.50,1200.00,2026-10-01\n'
-    results = run_load(tmp_path, warehouse_url, {"crm_customers.csv": CUSTOMERS, "sales_orders.csv": orders})
+    results = land_and_load({"crm_customers.csv": CUSTOMERS, "sales_orders.csv": orders})
     assert counts(results) == {"crm_customers.csv": (2, 2, 0), "sales_orders.csv": (1, 1, 0)}
     with warehouse.connect(warehouse_url) as conn:
         gross, ts = conn.execute("select gross_amount, order_ts at time zone 'UTC' from raw.sales_orders").fetchone()
@@ -59,9 +43,9 @@ def test_clean_files_load_completely_with_typed_values(tmp_path, warehouse_url):
     assert quarantine(warehouse_url) == []
 
 
-def test_unparsable_number_is_quarantined(tmp_path, warehouse_url):
+def test_unparsable_number_is_quarantined(tmp_path, warehouse_url, land_and_load):
     orders = ORDERS_HEADER + "O1,C1,2026-10-01,completed,12.3.4,0,12,2026-10-01\nO2,C1,2026-10-01,completed,5,0,5,2026-10-01\n"
-    results = run_load(tmp_path, warehouse_url, {"crm_customers.csv": CUSTOMERS, "sales_orders.csv": orders})
+    results = land_and_load({"crm_customers.csv": CUSTOMERS, "sales_orders.csv": orders})
     assert counts(results)["sales_orders.csv"] == (2, 1, 1)
     [(file, line, reason, raw)] = quarantine(warehouse_url)
     assert (file, line) == ("sales_orders.csv", 2)
@@ -69,54 +53,54 @@ def test_unparsable_number_is_quarantined(tmp_path, warehouse_url):
     assert raw == "O1,C1,2026-10-01,completed,12.3.4,0,12,2026-10-01"
 
 
-def test_unparsable_timestamp_is_quarantined(tmp_path, warehouse_url):
+def test_unparsable_timestamp_is_quarantined(tmp_path, warehouse_url, land_and_load):
     customers = CUSTOMERS + "C3,王五,individual,,2025-02-30 10:00:00,2025-03-01\n"
-    run_load(tmp_path, warehouse_url, {"crm_customers.csv": customers})
+    land_and_load({"crm_customers.csv": customers})
     [(_, line, reason, _)] = quarantine(warehouse_url)
     assert line == 4
     assert reason == "unparsable timestamp in created_at: 2025-02-30 10:00:00"
 
 
-def test_missing_key_is_quarantined(tmp_path, warehouse_url):
+def test_missing_key_is_quarantined(tmp_path, warehouse_url, land_and_load):
     customers = CUSTOMERS + ",无名,individual,,2025-01-01,2025-01-01\n"
-    run_load(tmp_path, warehouse_url, {"crm_customers.csv": customers})
+    land_and_load({"crm_customers.csv": customers})
     assert [(q[1], q[2]) for q in quarantine(warehouse_url)] == [(4, "missing primary key customer_id")]
 
 
-def test_unknown_foreign_key_is_quarantined(tmp_path, warehouse_url):
+def test_unknown_foreign_key_is_quarantined(tmp_path, warehouse_url, land_and_load):
     orders = ORDERS_HEADER + "O1,C404,2026-10-01,completed,5,0,5,2026-10-01\n"
-    run_load(tmp_path, warehouse_url, {"crm_customers.csv": CUSTOMERS, "sales_orders.csv": orders})
+    land_and_load({"crm_customers.csv": CUSTOMERS, "sales_orders.csv": orders})
     assert [q[2] for q in quarantine(warehouse_url)] == ["unknown customer_id C404 (not in crm_customers)"]
 
 
-def test_negative_quantity_is_quarantined(tmp_path, warehouse_url):
+def test_negative_quantity_is_quarantined(tmp_path, warehouse_url, land_and_load):
     orders = ORDERS_HEADER + "O1,C1,2026-10-01,completed,5,0,5,2026-10-01\n"
     items = "order_id,line_no,product_id,quantity,unit_price\nO1,1,P1,1,5\nO1,2,P1,-2,5\n"
-    results = run_load(tmp_path, warehouse_url, {"crm_customers.csv": CUSTOMERS, "sales_orders.csv": orders,
+    results = land_and_load({"crm_customers.csv": CUSTOMERS, "sales_orders.csv": orders,
                                                  "sales_products.csv": PRODUCTS, "sales_order_items.csv": items})
     assert counts(results)["sales_order_items.csv"] == (2, 1, 1)
     assert [q[2] for q in quarantine(warehouse_url)] == ["quantity -2 is below the minimum 0"]
 
 
-def test_order_dated_in_the_future_is_quarantined(tmp_path, warehouse_url):
+def test_order_dated_in_the_future_is_quarantined(tmp_path, warehouse_url, land_and_load):
     # 00:30 on the next day in Shanghai is still the extract date in UTC: the business zone decides
     orders = ORDERS_HEADER + (
         "O1,C1,2026-11-01 23:59:59,completed,5,0,5,2026-11-01\n"
         "O2,C1,2026-11-02 00:30:00,completed,5,0,5,2026-11-01\n"
     )
-    results = run_load(tmp_path, warehouse_url, {"crm_customers.csv": CUSTOMERS, "sales_orders.csv": orders})
+    results = land_and_load({"crm_customers.csv": CUSTOMERS, "sales_orders.csv": orders})
     assert counts(results)["sales_orders.csv"] == (2, 1, 1)
     assert [q[2] for q in quarantine(warehouse_url)] == [
         "order_ts 2026-11-02 00:30:00 is after the extract date 2026-11-01"]
 
 
-def test_duplicate_key_with_different_content_is_quarantined_but_identical_resend_is_not(tmp_path, warehouse_url):
+def test_duplicate_key_with_different_content_is_quarantined_but_identical_resend_is_not(tmp_path, warehouse_url, land_and_load):
     customers = CUSTOMERS + (
         "C3,甲,individual,,2025-01-01,2025-01-01\n"
         "C3,乙,individual,,2025-01-01,2025-01-01\n"
         "C2,Li Si,enterprise,13800138001,2025-02-01,2025-02-01T08:00:00+08:00\n"
     )
-    results = run_load(tmp_path, warehouse_url, {"crm_customers.csv": customers})
+    results = land_and_load({"crm_customers.csv": customers})
     assert counts(results)["crm_customers.csv"] == (5, 3, 2)
     assert [(q[1], q[2]) for q in quarantine(warehouse_url)] == [
         (4, "duplicate key with different content in this file"),
@@ -124,25 +108,25 @@ def test_duplicate_key_with_different_content_is_quarantined_but_identical_resen
     ]
 
 
-def test_wrong_number_of_fields_and_broken_quoting_are_quarantined(tmp_path, warehouse_url):
+def test_wrong_number_of_fields_and_broken_quoting_are_quarantined(tmp_path, warehouse_url, land_and_load):
     customers = CUSTOMERS + 'C3,short,individual\nC4,"unclosed,individual,,2025-01-01,2025-01-01\n'
-    run_load(tmp_path, warehouse_url, {"crm_customers.csv": customers})
+    land_and_load({"crm_customers.csv": customers})
     assert [(q[1], q[2]) for q in quarantine(warehouse_url)] == [
         (4, "expected 6 fields, found 3"), (5, "malformed CSV quoting (a quote is never closed)")]
 
 
-def test_code_outside_the_contract_and_out_of_range_score_are_quarantined(tmp_path, warehouse_url):
+def test_code_outside_the_contract_and_out_of_range_score_are_quarantined(tmp_path, warehouse_url, land_and_load):
     orders = ORDERS_HEADER + "O1,C1,2026-10-01,shipped,5,0,5,2026-10-01\n"
     surveys = "survey_id,customer_id,answered_at,nps,csat\nS1,C1,2026-10-01,11,3\nS2,C1,2026-10-01,9,5\n"
-    run_load(tmp_path, warehouse_url, {"crm_customers.csv": CUSTOMERS, "sales_orders.csv": orders,
+    land_and_load({"crm_customers.csv": CUSTOMERS, "sales_orders.csv": orders,
                                        "crm_surveys.csv": surveys})
     assert sorted(q[2] for q in quarantine(warehouse_url)) == [
         "nps 11 is above the maximum 10", "status shipped is not one of completed, pending, cancelled, refunded"]
 
 
-def test_gbk_and_bom_files_keep_chinese_text(tmp_path, warehouse_url):
+def test_gbk_and_bom_files_keep_chinese_text(tmp_path, warehouse_url, land_and_load):
     managers = "\ufeffmanager_id,manager_name,updated_at\nM1,赵经理,2025-01-01\n"
-    results = run_load(tmp_path, warehouse_url, {
+    results = land_and_load({
         "crm_customers.csv": CUSTOMERS.encode("gb18030"),
         "crm_account_managers.csv": managers.encode("utf-8"),
     })
@@ -153,10 +137,10 @@ def test_gbk_and_bom_files_keep_chinese_text(tmp_path, warehouse_url):
         assert conn.execute("select manager_name from raw.crm_account_managers").fetchone()[0] == "赵经理"
 
 
-def test_headers_match_case_insensitively_in_any_order_with_extra_columns(tmp_path, warehouse_url):
+def test_headers_match_case_insensitively_in_any_order_with_extra_columns(tmp_path, warehouse_url, land_and_load):
     customers = (" UPDATED_AT ,Customer_Type,customer_id,CUSTOMER_NAME,created_at,crm_internal_flag\n"
                  "2025-01-01,individual,C1,张三,2025-01-01,x\n")
-    [result] = run_load(tmp_path, warehouse_url, {"crm_customers.csv": customers})
+    [result] = land_and_load({"crm_customers.csv": customers})
     assert (result.rows_loaded, result.ignored_columns) == (1, ["crm_internal_flag"])
 
 
@@ -173,9 +157,9 @@ def test_headers_match_case_insensitively_in_any_order_with_extra_columns(tmp_pa
     ],
     ids=["wrong-delimiter", "missing-column", "truncated", "empty", "undecodable"],
 )
-def test_unreadable_file_fails_with_the_file_and_the_problem(tmp_path, warehouse_url, content, message):
+def test_unreadable_file_fails_with_the_file_and_the_problem(tmp_path, warehouse_url, content, message, land_and_load):
     with pytest.raises(ExtractError) as excinfo:
-        run_load(tmp_path, warehouse_url, {"crm_customers.csv": content})
+        land_and_load({"crm_customers.csv": content})
     assert str(excinfo.value).startswith(message)
     with warehouse.connect(warehouse_url) as conn:
         # the failed date left nothing behind
@@ -183,10 +167,10 @@ def test_unreadable_file_fails_with_the_file_and_the_problem(tmp_path, warehouse
         assert exists is None or conn.execute("select count(*) from raw.crm_customers").fetchone()[0] == 0
 
 
-def test_reloading_a_date_is_idempotent_and_landing_is_content_addressed(tmp_path, warehouse_url):
+def test_reloading_a_date_is_idempotent_and_landing_is_content_addressed(tmp_path, warehouse_url, land_and_load):
     files = {"crm_customers.csv": CUSTOMERS + ",x,individual,,2025-01-01,2025-01-01\n"}
-    first = run_load(tmp_path, warehouse_url, files)
-    second = run_load(tmp_path, warehouse_url, files)
+    first = land_and_load(files)
+    second = land_and_load(files)
     assert counts(first) == counts(second) == {"crm_customers.csv": (3, 2, 1)}
     with warehouse.connect(warehouse_url) as conn:
         assert conn.execute("select count(*) from raw.crm_customers").fetchone()[0] == 2
@@ -196,25 +180,25 @@ def test_reloading_a_date_is_idempotent_and_landing_is_content_addressed(tmp_pat
     assert len(landed) == 1 and not landed[0].stat().st_mode & 0o222
 
 
-def test_every_file_balances_read_against_loaded_plus_quarantined(tmp_path, warehouse_url):
+def test_every_file_balances_read_against_loaded_plus_quarantined(tmp_path, warehouse_url, land_and_load):
     orders = ORDERS_HEADER + "".join(
         f"O{i},C{1 + i % 3},2026-10-0{1 + i % 9},completed,{i}.5,0,{i}.5,2026-10-01\n" for i in range(40))
-    results = run_load(tmp_path, warehouse_url, {"crm_customers.csv": CUSTOMERS, "sales_orders.csv": orders})
+    results = land_and_load({"crm_customers.csv": CUSTOMERS, "sales_orders.csv": orders})
     for result in results:
         assert result.rows_read == result.rows_loaded + result.rows_quarantined
     # C3 does not exist: every third order is quarantined, none is lost
     assert counts(results)["sales_orders.csv"] == (40, 27, 13)
 
 
-def test_the_crm_record_id_is_optional_and_reaches_raw_tables_created_before_it(tmp_path, warehouse_url):
+def test_the_crm_record_id_is_optional_and_reaches_raw_tables_created_before_it(tmp_path, warehouse_url, land_and_load):
     with warehouse.connect(warehouse_url) as conn, conn.transaction():
         load.ensure_raw_schema(conn)
         conn.execute("alter table raw.crm_customers drop column crm_record_id")  # a warehouse from before
     with_ids = CUSTOMERS.replace("updated_at\n", "updated_at,crm_record_id\n", 1).replace(
         "10:00:00\n", "10:00:00,5725767000000000001\n").replace("+08:00\n", "+08:00,\n")
 
-    results = run_load(tmp_path, warehouse_url, {"crm_customers.csv": with_ids})
-    later = run_load(tmp_path / "later", warehouse_url, {"crm_customers.csv": CUSTOMERS}, date(2026, 11, 2))
+    results = land_and_load({"crm_customers.csv": with_ids})
+    later = land_and_load({"crm_customers.csv": CUSTOMERS}, date(2026, 11, 2), root=tmp_path / "later")
 
     assert counts(results) == {"crm_customers.csv": (2, 2, 0)}
     assert counts(later) == {"crm_customers.csv": (2, 2, 0)}
@@ -240,35 +224,35 @@ def customer(customer_id: str, name: str) -> str:
     return f"{customer_id},{name},individual,2025-01-01,2025-01-01\n"
 
 
-def test_a_mostly_utf8_file_with_a_latin1_byte_is_utf8_and_only_that_line_is_quarantined(tmp_path, warehouse_url):
+def test_a_mostly_utf8_file_with_a_latin1_byte_is_utf8_and_only_that_line_is_quarantined(tmp_path, warehouse_url, land_and_load):
     content = (CUSTOMER_HEADER + customer("C1", "李四") + customer("C2", "北京客户")).encode()
     content += customer("C3", "Renée").encode("latin-1") + customer("C4", "王五").encode()
-    [result] = run_load(tmp_path, warehouse_url, {"crm_customers.csv": content})
+    [result] = land_and_load({"crm_customers.csv": content})
     assert (result.encoding, result.rows_loaded, result.rows_quarantined) == ("utf-8", 3, 1)
     assert loaded_names(warehouse_url) == {"C1": "李四", "C2": "北京客户", "C4": "王五"}
     [(_, line, reason, raw)] = quarantine(warehouse_url)
     assert line == 4 and reason.startswith("bytes that are not UTF-8: e9 65") and "Ren\\xe9e" in raw
 
 
-def test_a_gbk_line_inside_a_utf8_file_is_quarantined_at_its_own_line(tmp_path, warehouse_url):
+def test_a_gbk_line_inside_a_utf8_file_is_quarantined_at_its_own_line(tmp_path, warehouse_url, land_and_load):
     rows = [customer(f"C{i}", f"客户{i}").encode() for i in range(1, 9)]
     rows[5] = customer("C6", "赵六").encode("gbk")  # line 7
-    run_load(tmp_path, warehouse_url, {"crm_customers.csv": CUSTOMER_HEADER.encode() + b"".join(rows)})
+    land_and_load({"crm_customers.csv": CUSTOMER_HEADER.encode() + b"".join(rows)})
     assert [(q[1], q[2][:26]) for q in quarantine(warehouse_url)] == [(7, "bytes that are not UTF-8: ")]
     assert len(loaded_names(warehouse_url)) == 7
 
 
-def test_an_ascii_file_with_one_latin1_byte_is_not_read_as_gb18030(tmp_path, warehouse_url):
+def test_an_ascii_file_with_one_latin1_byte_is_not_read_as_gb18030(tmp_path, warehouse_url, land_and_load):
     content = (CUSTOMER_HEADER + customer("C1", "Li Si")).encode() + customer("C2", "Renée").encode("latin-1")
-    [result] = run_load(tmp_path, warehouse_url, {"crm_customers.csv": content})
+    [result] = land_and_load({"crm_customers.csv": content})
     assert (result.encoding, result.rows_loaded, result.rows_quarantined) == ("utf-8", 1, 1)
     assert [q[1] for q in quarantine(warehouse_url)] == [3]
 
 
-def test_a_gbk_file_with_rare_characters_is_still_gb18030(tmp_path, warehouse_url):
+def test_a_gbk_file_with_rare_characters_is_still_gb18030(tmp_path, warehouse_url, land_and_load):
     names = ["张三", "李喆", "王珺", "北京市朝阳区客户", "欧阳娜娜"]
     content = (CUSTOMER_HEADER + "".join(customer(f"C{i}", n) for i, n in enumerate(names))).encode("gb18030")
-    [result] = run_load(tmp_path, warehouse_url, {"crm_customers.csv": content})
+    [result] = land_and_load({"crm_customers.csv": content})
     assert (result.encoding, result.path, result.rows_quarantined) == ("gb18030", "copy", 0)
     assert sorted(loaded_names(warehouse_url).values()) == sorted(names)
 
@@ -278,27 +262,27 @@ def test_a_gbk_file_with_rare_characters_is_still_gb18030(tmp_path, warehouse_ur
 
 
 @pytest.mark.parametrize(("byte", "code"), [(b"\x00", "U+0000"), (b"\x01", "U+0001"), (b"\x02", "U+0002")])
-def test_control_bytes_quarantine_their_record_naming_line_and_column(tmp_path, warehouse_url, byte, code):
+def test_control_bytes_quarantine_their_record_naming_line_and_column(tmp_path, warehouse_url, byte, code, land_and_load):
     content = (CUSTOMER_HEADER + customer("C1", "张三")).encode() + customer("C2", "Li\x00Si").encode().replace(
         b"\x00", byte) + customer("C3", "王五").encode()
-    [result] = run_load(tmp_path, warehouse_url, {"crm_customers.csv": content})
+    [result] = land_and_load({"crm_customers.csv": content})
     assert (result.rows_read, result.rows_loaded, result.rows_quarantined, result.path) == (3, 2, 1, "parsed")
     [(_, line, reason, raw)] = quarantine(warehouse_url)
     assert (line, reason) == (3, f"control character {code} in customer_name")
     assert raw.startswith("C2,Li") and raw.endswith(",individual,2025-01-01,2025-01-01")
 
 
-def test_mixed_crlf_and_lf_line_ends_load(tmp_path, warehouse_url):
+def test_mixed_crlf_and_lf_line_ends_load(tmp_path, warehouse_url, land_and_load):
     content = (CUSTOMER_HEADER.replace("\n", "\r\n") + customer("C1", "张三").replace("\n", "\r\n")
                + customer("C2", "李四") + customer("C3", "王五").replace("\n", "\r\n") + "C4,,individual,x,y\n")
-    [result] = run_load(tmp_path, warehouse_url, {"crm_customers.csv": content})
+    [result] = land_and_load({"crm_customers.csv": content})
     assert (result.rows_loaded, result.rows_quarantined, result.path) == (3, 1, "parsed")
     assert loaded_names(warehouse_url) == {"C1": "张三", "C2": "李四", "C3": "王五"}
     [(_, line, reason, raw)] = quarantine(warehouse_url)
     assert (line, reason, raw) == (5, "missing required value in customer_name", "C4,,individual,x,y")
 
 
-def test_a_crlf_file_with_line_breaks_inside_quoted_fields_loads_with_exact_line_numbers(tmp_path, warehouse_url):
+def test_a_crlf_file_with_line_breaks_inside_quoted_fields_loads_with_exact_line_numbers(tmp_path, warehouse_url, land_and_load):
     handle = io.StringIO()
     writer = csv.writer(handle)  # as crm-pull writes: CRLF line ends, quoted fields as needed
     writer.writerow(["customer_id", "customer_name", "customer_type", "city", "created_at", "updated_at"])
@@ -306,7 +290,7 @@ def test_a_crlf_file_with_line_breaks_inside_quoted_fields_loads_with_exact_line
     writer.writerow(["C2", "李四", "individual", "上海\r\n浦东", "2025-01-01", "2025-01-01"])
     writer.writerow(["C3", "", "individual", "杭州", "2025-01-01", "2025-01-01"])
     writer.writerow(["C4", "王五", "individual", "深圳", "2025-01-01", "2025-01-01"])
-    [result] = run_load(tmp_path, warehouse_url, {"crm_customers.csv": handle.getvalue()})
+    [result] = land_and_load({"crm_customers.csv": handle.getvalue()})
     assert (result.rows_read, result.rows_loaded, result.rows_quarantined, result.path) == (4, 3, 1, "copy")
     with warehouse.connect(warehouse_url) as conn:
         assert conn.execute("select customer_id, city, _line_no from raw.crm_customers order by 1").fetchall() == [
@@ -315,11 +299,11 @@ def test_a_crlf_file_with_line_breaks_inside_quoted_fields_loads_with_exact_line
     assert [(q[1], q[3]) for q in quarantine(warehouse_url)] == [(7, "C3,,individual,杭州,2025-01-01,2025-01-01")]
 
 
-def test_a_file_copy_refuses_is_parsed_record_by_record_with_the_same_result(tmp_path, warehouse_url):
+def test_a_file_copy_refuses_is_parsed_record_by_record_with_the_same_result(tmp_path, warehouse_url, land_and_load):
     good = [customer(f"C{i}", f"客户{i}") for i in range(1, 6)]
     city_break = 'C6,"多行\n名字",individual,2025-01-01,2025-01-01\n'
     content = CUSTOMER_HEADER + "".join(good[:2]) + city_break + "C9,short\n" + "".join(good[2:]) + "\n"
-    [result] = run_load(tmp_path, warehouse_url, {"crm_customers.csv": content})
+    [result] = land_and_load({"crm_customers.csv": content})
     assert (result.rows_read, result.rows_loaded, result.rows_quarantined, result.path) == (8, 6, 2, "parsed")
     assert loaded_names(warehouse_url)["C6"] == "多行\n名字"
     assert [(q[1], q[2], q[3]) for q in quarantine(warehouse_url)] == [
@@ -328,19 +312,19 @@ def test_a_file_copy_refuses_is_parsed_record_by_record_with_the_same_result(tmp
         assert conn.execute("select _line_no from raw.crm_customers where customer_id = 'C3'").fetchone() == (7,)
 
 
-def test_an_unclosed_quote_quarantines_its_line_only(tmp_path, warehouse_url):
+def test_an_unclosed_quote_quarantines_its_line_only(tmp_path, warehouse_url, land_and_load):
     content = CUSTOMER_HEADER + customer("C1", "张三") + 'C2,"broken,individual,2025-01-01,2025-01-01\n' + "".join(
         customer(f"C{i}", f"客户{i}") for i in range(3, 6))
-    [result] = run_load(tmp_path, warehouse_url, {"crm_customers.csv": content})
+    [result] = land_and_load({"crm_customers.csv": content})
     assert (result.rows_loaded, result.rows_quarantined) == (4, 1)
     assert [(q[1], q[2]) for q in quarantine(warehouse_url)] == [(3, "malformed CSV quoting (a quote is never closed)")]
 
 
-def test_raw_text_of_a_row_quarantined_by_the_sql_checks_is_the_exact_line(tmp_path, warehouse_url):
+def test_raw_text_of_a_row_quarantined_by_the_sql_checks_is_the_exact_line(tmp_path, warehouse_url, land_and_load):
     content = CUSTOMER_HEADER.replace("\n", "\r\n") + (
         'C1,"Zhang, San",individual,2025-01-01,2025-01-01\r\n'
         'C2,"Li ""Si""",individual,2025-13-01,2025-01-01\r\n')
-    [result] = run_load(tmp_path, warehouse_url, {"crm_customers.csv": content})
+    [result] = land_and_load({"crm_customers.csv": content})
     assert result.path == "copy"
     assert [(q[1], q[3]) for q in quarantine(warehouse_url)] == [
         (3, 'C2,"Li ""Si""",individual,2025-13-01,2025-01-01')]
@@ -385,13 +369,13 @@ def test_raw_text_of_a_row_quarantined_by_the_sql_checks_is_the_exact_line(tmp_p
     ids=["negative-gross", "negative-net", "negative-discount", "net-1e40", "gross-beyond-18-2", "updated-2099",
          "created-2030", "birth-2090", "negative-list-price", "nan", "infinity", "now", "misplaced-separators"],
 )
-def test_values_the_contract_implies_are_impossible_are_quarantined(tmp_path, warehouse_url, files, reason):
-    results = run_load(tmp_path, warehouse_url, {"crm_customers.csv": CUSTOMERS, **files})
+def test_values_the_contract_implies_are_impossible_are_quarantined(tmp_path, warehouse_url, files, reason, land_and_load):
+    results = land_and_load({"crm_customers.csv": CUSTOMERS, **files})
     assert sum(r.rows_quarantined for r in results) == 1
     assert [q[2] for q in quarantine(warehouse_url)] == [reason]
 
 
-def test_a_late_extract_may_hold_changes_made_after_its_date_but_nothing_in_the_future(tmp_path, warehouse_url):
+def test_a_late_extract_may_hold_changes_made_after_its_date_but_nothing_in_the_future(tmp_path, warehouse_url, land_and_load):
     # a backfill's CRM pull for a date a month ago holds the changes made up to the pull
     day = date.today() - timedelta(days=30)
     in_three_days = datetime.now() + timedelta(days=3)
@@ -400,7 +384,7 @@ def test_a_late_extract_may_hold_changes_made_after_its_date_but_nothing_in_the_
                  f"C2,乙,individual,,2025-01-01,{in_three_days:%Y-%m-%d %H:%M:%S}\n"
                  f"C3,丙,individual,{in_three_days:%Y-%m-%d},2025-01-01,2025-01-01\n")
     orders = ORDERS_HEADER + f"O1,C1,{day + timedelta(days=1)} 10:00:00,completed,5,0,5,{day}\n"
-    run_load(tmp_path, warehouse_url, {"crm_customers.csv": customers, "sales_orders.csv": orders}, day)
+    land_and_load({"crm_customers.csv": customers, "sales_orders.csv": orders}, day)
     assert [(q[1], q[2]) for q in quarantine(warehouse_url)] == [
         (3, f"updated_at {in_three_days:%Y-%m-%d %H:%M:%S} is in the future"),
         (4, f"birth_date {in_three_days:%Y-%m-%d} is in the future"),
@@ -408,7 +392,7 @@ def test_a_late_extract_may_hold_changes_made_after_its_date_but_nothing_in_the_
     ]
 
 
-def test_the_parser_fallback_loads_exactly_what_copy_loads(tmp_path, warehouse_url):
+def test_the_parser_fallback_loads_exactly_what_copy_loads(tmp_path, warehouse_url, land_and_load):
     rows = [
         'C1,"Zhang, San",individual,北京,2025-01-01,2025-01-01 08:00:00',
         'C2,"Li ""Si""",enterprise,"上海\n浦东",2025-01-01,2025-06-01T08:00:00+08:00',
@@ -420,7 +404,7 @@ def test_the_parser_fallback_loads_exactly_what_copy_loads(tmp_path, warehouse_u
     clean = header + "".join(f"{r}\n" for r in rows)
 
     def loaded(day: date, content: str) -> tuple[str, list[tuple]]:
-        [result] = run_load(tmp_path / day.isoformat(), warehouse_url, {"crm_customers.csv": content}, day)
+        [result] = land_and_load({"crm_customers.csv": content}, day, root=tmp_path / day.isoformat())
         with warehouse.connect(warehouse_url) as conn:
             return result.path, conn.execute(
                 "select customer_id, customer_name, customer_type, city, created_at, updated_at, _line_no "

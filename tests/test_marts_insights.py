@@ -10,7 +10,6 @@ rows) run against the built project at the end.
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import date
 from pathlib import Path
 
@@ -94,22 +93,15 @@ def _run_date(root: Path, url: str, cfg, day: date, files: dict[str, str], befor
 
 
 @pytest.fixture(scope="module")
-def scenario(server_url, tmp_path_factory):
-    root = tmp_path_factory.mktemp("insights")
-    url = warehouse.with_database(server_url, f"tierline_insights_{uuid.uuid4().hex[:8]}")
-    warehouse.ensure_database(url)
-    patch = pytest.MonkeyPatch()
-    patch.setenv(warehouse.ENV_URL, url)
-    # a private dbt target folder: other dbt runs on this machine do not share its parse cache
-    patch.setenv("TIERLINE_HOME", str(root / "home"))
+def scenario(private_warehouse):
+    # its own TIERLINE_HOME: a private dbt target folder, whose parse cache no other dbt run shares
+    root, url = private_warehouse.root, private_warehouse.url
     cfg = config.load()
     _run_date(root, url, cfg, DAY1, DAY1_FILES)
     unit = _run_date(root, url, cfg, DAY2, DAY2_FILES, before_publish=lambda ctx: dbt.invoke(
         ["test", "--select", "tag:history_and_actions,test_type:unit"], "unit_tests",
         warehouse_url=url, dbt_vars=ctx.dbt_vars(), run_dir=ctx.run_dir))
-    yield {"url": url, "schema": cfg.publish.schema_, "unit_results": unit.artifacts / "run_results.json"}
-    patch.undo()
-    warehouse.drop_database(url)
+    return {"url": url, "schema": cfg.publish.schema_, "unit_results": unit.artifacts / "run_results.json"}
 
 
 def query(scenario, sql: str, *params) -> list[tuple]:

@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from datetime import date
 from pathlib import Path
 
@@ -81,13 +80,8 @@ def superset_installed():
 
 
 @pytest.fixture(scope="module")
-def scenario(server_url, tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    url = warehouse.with_database(server_url, f"tierline_e2e_{uuid.uuid4().hex[:8]}")
-    warehouse.ensure_database(url)
-    patch = pytest.MonkeyPatch()
-    patch.setenv(warehouse.ENV_URL, url)
-    patch.setenv("TIERLINE_HOME", str(root / "home"))
+def scenario(private_warehouse):
+    root, url, patch = private_warehouse.root, private_warehouse.url, private_warehouse.patch
     patch.setenv("TIERLINE_RETRY_DELAY_SECONDS", "1")
     # alerts of the real DAG runs go to a local chat webhook (a WeCom-style robot)
     hooks = HttpReceiver().__enter__()
@@ -139,9 +133,6 @@ def scenario(server_url, tmp_path_factory):
     result["fingerprints"]["simulated"] = fingerprint(url)
     yield result
     hooks.__exit__(None, None, None)
-    patch.undo()
-    warehouse.drop_database(url)
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def latest_run_dir(day: date) -> Path:

@@ -1,4 +1,6 @@
-"""Every CRM test runs against a real emulator on loopback, through real HTTP."""
+"""Every CRM test runs against a real emulator on loopback, through real HTTP: the CRM session
+(``crm``, ``sleeps``, ``make_connector``, ``connector``) is shared here; a provider's module
+overrides ``crm``, ``connector_class`` and ``connector_options``."""
 
 from __future__ import annotations
 
@@ -24,10 +26,23 @@ def sleeps() -> FakeSleep:
 
 
 @pytest.fixture
-def make_connector(crm, sleeps):
+def connector_class():
+    """The connector under test; a module testing another provider overrides this and ``crm``."""
+    return ZohoCrmConnector
+
+
+@pytest.fixture
+def connector_options() -> dict:
+    """Provider-specific connector arguments (a module may override)."""
+    return {}
+
+
+@pytest.fixture
+def make_connector(crm, sleeps, connector_class, connector_options):
+    """Connectors to the test's emulator with fast, deterministic retries; closed after the test."""
     made = []
 
-    def make(**overrides) -> ZohoCrmConnector:
+    def make(**overrides):
         settings = {
             **crm.connector_kwargs(),
             "timeout": 5.0,
@@ -36,9 +51,10 @@ def make_connector(crm, sleeps):
             "backoff_max": 8.0,
             "sleep": sleeps,
             "rng": random.Random(7),
+            **connector_options,
             **overrides,
         }
-        connector = ZohoCrmConnector(**settings)
+        connector = connector_class(**settings)
         made.append(connector)
         return connector
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 from datetime import UTC, datetime
 
 import pytest
@@ -16,7 +15,7 @@ from tierline_dev.crm_emulators.base import FieldSpec, ModuleSpec
 from tierline_dev.crm_emulators.fxiaoke import DEFAULT_PERSON, FxiaokeEmulator
 from tierline_dev.crm_emulators.process import spawn
 
-from .support import FakeSleep, RecordingSession
+from .support import RecordingSession
 
 MODULE = "AccountObj"
 FIELDS = {"name": FieldSpec(max_length=200, mandatory=True), "tel": FieldSpec(max_length=30),
@@ -33,24 +32,18 @@ def crm():
 
 
 @pytest.fixture
-def sleeps() -> FakeSleep:
-    return FakeSleep()
+def connector_class():
+    return FxiaokeConnector
 
 
 @pytest.fixture
-def make(crm, sleeps):
-    made = []
+def connector_options() -> dict:
+    return {"field_types": TYPES}
 
-    def make_connector(**overrides) -> FxiaokeConnector:
-        options = {**crm.connector_kwargs(), "timeout": 5.0, "max_retries": 3, "backoff_base": 0.5,
-                   "backoff_max": 8.0, "sleep": sleeps, "rng": random.Random(7), "field_types": TYPES, **overrides}
-        connector = FxiaokeConnector(**options)
-        made.append(connector)
-        return connector
 
-    yield make_connector
-    for connector in made:
-        connector.close()
+@pytest.fixture
+def make(make_connector):
+    return make_connector
 
 
 def account(n: int, **values) -> dict:
