@@ -12,6 +12,7 @@ from tierline.crm import ZohoCrmConnector
 from tierline_dev.crm_emulators.zoho import CrmEmulator
 
 from .support import FakeSleep
+from .sync_support import create_published_tables
 
 
 @pytest.fixture
@@ -66,3 +67,11 @@ def make_connector(crm, sleeps, connector_class, connector_options):
 @pytest.fixture
 def connector(make_connector) -> ZohoCrmConnector:
     return make_connector()
+
+
+@pytest.fixture
+def wh(warehouse_url) -> str:
+    """The test's own warehouse with the published tables the sync reads (filled by ``publish``)."""
+    create_published_tables(warehouse_url)
+    return warehouse_url
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import date
 from pathlib import Path
 
@@ -87,3 +88,14 @@ def crm_by_id(crm) -> dict[str, dict]:
 def query(url: str, statement: str, *params) -> list[tuple]:
     with warehouse.connect(url) as conn:
         return conn.execute(statement, params).fetchall()
+
+
+def wait_for_lock_release(url: str, timeout: float = 10.0) -> None:
+    """The killed process's database session (and its advisory lock) ends when the server notices.
+    Only this database's locks count: other tests' runs on the shared server hold their own."""
+    deadline = time.monotonic() + timeout
+    while query(url, "select count(*) from pg_locks where locktype = 'advisory' and database = "
+                     "(select oid from pg_database where datname = current_database())") != [(0,)]:
+        assert time.monotonic() < deadline, "the killed sync's advisory lock was never released"
+        time.sleep(0.05)
+

@@ -25,7 +25,7 @@ from tierline.settings import PROJECT_ROOT
 from tierline_dev.crm_emulators.configured import name_field
 
 from . import providers
-from .sync_support import AS_OF, create_published_tables, customer, publish, query
+from .sync_support import AS_OF, customer, publish, query, wait_for_lock_release
 
 NEXT_DAY = AS_OF + timedelta(days=1)
 DAY_1, DAY_2, DAY_3 = date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)
@@ -42,12 +42,6 @@ def crm(request):
     finally:
         harness.close()
         harness.crm.stop()
-
-
-@pytest.fixture
-def wh(warehouse_url) -> str:
-    create_published_tables(warehouse_url)
-    return warehouse_url
 
 
 @pytest.fixture
@@ -345,14 +339,6 @@ def test_a_pull_reads_what_changed_since_its_watermark(crm, wh, tmp_path):
 def rows_of(path) -> dict[str, dict[str, str]]:
     with path.open(encoding="utf-8", newline="") as handle:
         return {row["customer_id"]: row for row in csv.DictReader(handle)}
-
-
-def wait_for_lock_release(url: str, timeout: float = 10.0) -> None:
-    """The killed process's database session (and its advisory lock) ends when the server notices."""
-    deadline = time.monotonic() + timeout
-    while query(url, "select count(*) from pg_locks where locktype = 'advisory'") != [(0,)]:
-        assert time.monotonic() < deadline, "the killed sync's advisory lock was never released"
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from .sync_support import (
     ID_FIELD,
     MODULE,
     UPSERT,
-    create_published_tables,
     crm_by_id,
     customer,
     publish,
@@ -40,12 +39,6 @@ def cfg(tmp_path) -> crm_config.Settings:
 def crm(crm, cfg):
     crm.define_module(MODULE, zoho_module(cfg))
     return crm
-
-
-@pytest.fixture
-def wh(warehouse_url) -> str:
-    create_published_tables(warehouse_url)
-    return warehouse_url
 
 
 @pytest.fixture

@@ -20,12 +20,12 @@ from .sync_support import (
     AS_OF,
     MODULE,
     UPSERT,
-    create_published_tables,
     crm_by_id,
     customer,
     publish,
     query,
     settings_with,
+    wait_for_lock_release,
 )
 
 
@@ -63,20 +63,6 @@ def cfg(tmp_path):
 def crm(crm, cfg):
     crm.define_module(MODULE, zoho_module(cfg))
     return crm
-
-
-@pytest.fixture
-def wh(warehouse_url):
-    create_published_tables(warehouse_url)
-    return warehouse_url
-
-
-def wait_for_lock_release(url: str, timeout: float = 10.0) -> None:
-    """The killed process's database session (and its advisory lock) ends when the server notices."""
-    deadline = time.monotonic() + timeout
-    while query(url, "select count(*) from pg_locks where locktype = 'advisory'") != [(0,)]:
-        assert time.monotonic() < deadline, "the killed sync's advisory lock was never released"
-        time.sleep(0.05)
 
 
 def test_a_sync_process_killed_mid_push_converges_on_rerun(crm, wh, connector, cfg, tmp_path):
