@@ -127,3 +127,16 @@ def test_no_quality_check_is_both_a_dbt_test_and_a_gx_expectation():
             if same.get(expectation["type"], set()) & dbt_checks.get((suite["meta"]["table"], column), set()):
                 twice.append(f"{path.relative_to(PROJECT_ROOT)}: {expectation['type']}({column})")
     assert not twice, "checked by dbt already:\n" + "\n".join(twice)
+
+
+def test_no_test_module_imports_another():
+    """Shared setup lives in conftest.py fixtures or helper modules, never in another test module."""
+    offenders = []
+    for path in (PROJECT_ROOT / "tests").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] + [alias.name for alias in node.names] if isinstance(node, ast.ImportFrom)
+                     else [])
+            if any(name.rsplit(".", 1)[-1].startswith("test_") for name in names):
+                offenders.append(str(path.relative_to(PROJECT_ROOT)))
+    assert not offenders, "test modules imported by others: " + ", ".join(sorted(set(offenders)))
