@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from tests.receivers import free_port
-from tierline import preflight, settings, warehouse
+from tierline import access, config, preflight, settings, warehouse
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,6 +101,7 @@ def test_missing_landing_and_dates_before_the_dags_start(landing, tmp_path):
 def test_missing_privileges_are_named(warehouse_url, monkeypatch):
     role = f"tl_reader_{os.getpid()}"
     with warehouse.connect(warehouse_url, autocommit=True) as conn:
+        access.ensure_roles(conn, config.load().access)  # server-wide: what any earlier publish left
         database = conn.info.dbname
         conn.execute(f"drop role if exists {role}")
         conn.execute(f"create role {role} login")

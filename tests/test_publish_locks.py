@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from tierline import publish, warehouse
-from tierline.assets import PUBLISHED_TABLES
+from tierline.assets import ALL_PUBLISHED_TABLES
 from tierline.errors import PublishRefused, is_transient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _build_tables(conn, schema: str) -> None:
     conn.execute(f"create schema {schema}")
-    for table in PUBLISHED_TABLES:  # as dbt builds them: with the model's primary key
+    for table in ALL_PUBLISHED_TABLES:  # as dbt builds them: with the model's primary key
         conn.execute(f"create table {schema}.{table} (customer_id text, as_of_date date, "
                      "primary key (customer_id, as_of_date))")
 
@@ -143,7 +143,7 @@ def test_a_published_key_is_the_primary_key_the_model_declares(warehouse_url):
     with warehouse.connect(warehouse_url, autocommit=True) as conn:
         for schema, key in (("keyed", ", primary key (model, as_of_date)"), ("unkeyed", "")):
             conn.execute(f"create schema {schema}")
-            for table in PUBLISHED_TABLES:
+            for table in ALL_PUBLISHED_TABLES:
                 conn.execute(f"create table {schema}.{table} (model text, as_of_date date, customer_id text{key})")
         publish.prepare(conn, build_schema="keyed", schema="analytics")
         assert publish.primary_key(conn, "analytics", "clv_model_fit") == ["model", "as_of_date"]

@@ -158,7 +158,7 @@ def prepare_in_background() -> Future:
 def reader_url(admin_url: str) -> str:
     """The URL of the dashboard's own login, a member of the read-only BI group role and nothing else.
 
-    What a DBA does for any BI service account (README "Roles: who reads what"), done here because
+    What a DBA does for any BI service account (README "Roles and row-level security"), done here because
     the demo's pipeline role may create roles: create the login (a new password each time), then
     the pipeline's own ``tierline.access.apply`` with the login added to ``access.members.bi`` and
     ``access.rows.everyone`` (row-level security: the dashboard shows every customer). A later

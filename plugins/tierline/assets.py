@@ -13,7 +13,39 @@ SNAPSHOT_TABLES = ("customer_value", "customer_tier", "customer_lifecycle", "clv
                    "tier_migration_matrix", "early_warning", "customer_actions", "account_manager_scorecard",
                    "kpi_daily")
 HISTORY_TABLES = ("tier_history", "lifecycle_history")
-PUBLISHED_TABLES = SNAPSHOT_TABLES + HISTORY_TABLES
+# Current tables hold the latest published date's state, one row per customer: replaced whole by a
+# run of that date or a later one, left as they are by a re-run of an earlier date.
+CURRENT_TABLES = ("dim_customer", "customer_contact")
+# Published to the PII schema beside the published one (pii_schema), which only the PII role reads.
+PII_TABLES = ("customer_contact",)
+PUBLISHED_TABLES = SNAPSHOT_TABLES + HISTORY_TABLES + tuple(t for t in CURRENT_TABLES if t not in PII_TABLES)
+ALL_PUBLISHED_TABLES = PUBLISHED_TABLES + PII_TABLES  # everything publish copies from the build
+# Row-level security of each table publish copies (tierline.access): filtered on the table's own
+# (branch column, account manager column); on its customer_id, to the customers the reader sees in
+# dim_customer; or None, readable as a whole (aggregates). A new published table must be listed.
+CUSTOMER = "customer_id"
+ROW_FILTERS = {
+    "dim_customer": ("branch_code", "account_manager_id"),
+    "customer_contact": ("branch_code", "account_manager_id"),
+    "account_manager_scorecard": ("manager_branch_code", "account_manager_id"),
+    "customer_value": CUSTOMER, "customer_tier": CUSTOMER, "customer_lifecycle": CUSTOMER,
+    "customer_events": CUSTOMER, "early_warning": CUSTOMER, "customer_actions": CUSTOMER,
+    "tier_history": CUSTOMER, "lifecycle_history": CUSTOMER,
+    "clv_model_fit": None, "tier_migration_matrix": None, "kpi_daily": None,
+}
+# Columns a release removed from a published table on purpose: publish drops them (a migration),
+# where any other column missing from a build is refused.
+RETIRED_COLUMNS = {"customer_actions": ("birthday_md",)}  # issue 12: the birthday is dim_customer's
+
+
+def pii_schema(schema: str) -> str:
+    """The schema of the unmasked contact data, beside the published schema ``schema``."""
+    return f"{schema}_pii"
+
+
+def published_schema(table: str, schema: str) -> str:
+    """Where ``table`` is published when the published schema is ``schema``."""
+    return pii_schema(schema) if table in PII_TABLES else schema
 
 
 def warehouse_location(warehouse_url: str | None = None) -> tuple[str, int, str]:

@@ -106,6 +106,15 @@ def _privileges(conn, cfg, as_of: date | None) -> Check:
         if exists and not conn.execute("select has_schema_privilege(%s, 'USAGE') and has_schema_privilege(%s, 'CREATE')",
                                        (schema, schema)).fetchone()[0]:
             missing.append(f"USAGE, CREATE on schema {schema}")
+    groups = list(cfg.access.roles.values())
+    absent = [name for name in groups if not conn.execute("select 1 from pg_roles where rolname = %s", (name,)).fetchone()]
+    if absent and not conn.execute("select rolcreaterole or rolsuper from pg_roles where rolname = current_user").fetchone()[0]:
+        missing.append(f"CREATEROLE (to create the reader roles {', '.join(absent)}; or the DBA creates them)")
+    users = [u for members in cfg.access.members.values() for u in members]
+    unknown = [u for u in users if not conn.execute("select 1 from pg_roles where rolname = %s", (u,)).fetchone()]
+    if unknown:
+        missing.append(f"the login users {', '.join(unknown)} of access.members, which do not exist "
+                       "(create role <name> login password '...')")
     if missing:
         return Check("privileges", False, f"role {user} lacks {'; '.join(missing)}. Grant them (docs/production.md"
                                           "#using-an-existing-warehouse) or use a role that has them")

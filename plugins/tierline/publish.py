@@ -8,7 +8,10 @@ that they are still exactly what was audited and that no other publication happe
 run started building (``PublishRefused`` otherwise).
 
 Snapshot tables keep one slice per ``as_of_date``: the slice of the run's date is replaced, other
-dates are untouched. History tables are replaced whole. Readers are never blocked: the data
+dates are untouched. History tables are replaced whole. Current tables (``dim_customer``, and
+``customer_contact`` in the PII schema) are replaced whole by a run of the latest published date
+or a later one; a re-run of an earlier date leaves them. Roles, grants and row-level security
+(``tierline.access``) are applied before the data transaction, every time. Readers are never blocked: the data
 transaction only deletes and inserts rows (``ROW EXCLUSIVE``, which no reader's lock conflicts
 with), so a reader sees the previous publication or this one, never a mix, and never waits.
 Schema changes — creating a table or its ``_latest`` view the first time, adding a column a new
@@ -29,7 +32,13 @@ from psycopg import sql
 
 from tierline import access as access_module
 from tierline import batches
-from tierline.assets import PUBLISHED_TABLES, SNAPSHOT_TABLES
+from tierline.assets import (
+    ALL_PUBLISHED_TABLES,
+    CURRENT_TABLES,
+    RETIRED_COLUMNS,
+    SNAPSHOT_TABLES,
+    published_schema,
+)
 from tierline.errors import PublishRefused
 
 ident = sql.Identifier
@@ -88,8 +97,10 @@ def _idle(conn) -> None:
 
 
 def _view(schema: str, table: str) -> sql.Composable:
+    # security_invoker (PostgreSQL 15): the table's row-level security applies to the reader of the
+    # view, not to its owner (who bypasses it)
     return sql.SQL(
-        "create or replace view {}.{} as select * from {}.{} "
+        "create or replace view {}.{} with (security_invoker = true) as select * from {}.{} "
         "where as_of_date = (select max(as_of_date) from {}.publication_log)").format(
             ident(schema), ident(f"{table}_latest"), ident(schema), ident(table), ident(schema))
 
@@ -121,54 +132,70 @@ def published_dates(conn, schema: str) -> dict:
 
 
 def prepare(conn, *, build_schema: str, schema: str, lock_timeout: float = 5) -> None:
-    """Create what does not exist yet (published tables, empty, and their ``_latest`` views) and
-    add the columns a build has that the published table lacks; change nothing otherwise."""
+    """Create what does not exist yet (published tables, empty, and their ``_latest`` views), add
+    the columns a build has that the published table lacks and drop the ones a release retired
+    (``RETIRED_COLUMNS``); change nothing otherwise."""
     ensure_log(conn, schema)
-    for table in PUBLISHED_TABLES:
+    for table in ALL_PUBLISHED_TABLES:
         build_columns = _columns(conn, build_schema, table)
         if not build_columns:
             raise PublishRefused(f"{build_schema}.{table} does not exist: the marts layer did not build it")
-        published = _columns(conn, schema, table)
+        target = published_schema(table, schema)
+        published = _columns(conn, target, table)
         snapshot = table in SNAPSHOT_TABLES
         statements = []
         if not published:
+            statements.append(sql.SQL("create schema if not exists {}").format(ident(target)))
             statements.append(sql.SQL("create table {}.{} (like {}.{} including defaults)").format(
-                ident(schema), ident(table), ident(build_schema), ident(table)))
-            if snapshot:
-                keys = primary_key(conn, build_schema, table)
-                if not keys:
-                    raise PublishRefused(f"{build_schema}.{table} has no primary key: its model must declare a "
-                                         "primary_key constraint (dbt_project/models/marts)")
+                ident(target), ident(table), ident(build_schema), ident(table)))
+            keys = primary_key(conn, build_schema, table)
+            if snapshot and not keys:
+                raise PublishRefused(f"{build_schema}.{table} has no primary key: its model must declare a "
+                                     "primary_key constraint (dbt_project/models/marts)")
+            if keys:
                 statements.append(sql.SQL("alter table {}.{} add primary key ({})").format(
-                    ident(schema), ident(table), sql.SQL(", ").join(ident(k) for k in keys)))
+                    ident(target), ident(table), sql.SQL(", ").join(ident(k) for k in keys)))
         else:
-            dropped = [c for c in published if c not in build_columns]
+            retired = [c for c in published if c not in build_columns and c in RETIRED_COLUMNS.get(table, ())]
+            dropped = [c for c in published if c not in build_columns and c not in retired]
             if dropped:
                 raise PublishRefused(
-                    f"{schema}.{table}: the build no longer has column(s) {', '.join(dropped)}; removing a "
-                    "published column breaks readers, so drop it deliberately (a migration), not by a run")
+                    f"{target}.{table}: the build no longer has column(s) {', '.join(dropped)}; removing a "
+                    "published column breaks readers, so drop it deliberately (assets.RETIRED_COLUMNS), not by a run")
+            if retired and snapshot:
+                # the view's `select *` names the column: it goes first and is created again below
+                statements.append(sql.SQL("drop view if exists {}.{}").format(ident(target), ident(f"{table}_latest")))
+            for column in retired:
+                statements.append(sql.SQL("alter table {}.{} drop column {}").format(
+                    ident(target), ident(table), ident(column)))
             for column in (c for c in build_columns if c not in published):
                 data_type = conn.execute(
                     "select format_type(atttypid, atttypmod) from pg_attribute where attrelid = %s::regclass "
                     "and attname = %s", (f"{build_schema}.{table}", column)).fetchone()[0]
                 statements.append(sql.SQL("alter table {}.{} add column {} {}").format(
-                    ident(schema), ident(table), ident(column), sql.SQL(data_type)))
+                    ident(target), ident(table), ident(column), sql.SQL(data_type)))
         columns_change = bool(statements)
         if snapshot and not conn.execute("select to_regclass(%s)", (f'"{schema}"."{table}__as_of_date"',)).fetchone()[0]:
             # publish replaces one date's slice and the marts read the slices they compare with,
             # which would otherwise scan every snapshot published so far (SHARE: readers go on)
             statements.append(sql.SQL("create index if not exists {} on {}.{} (as_of_date)").format(
                 ident(f"{table}__as_of_date"), ident(schema), ident(table)))
-        has_view = conn.execute("select to_regclass(%s)", (f"{schema}.{table}_latest",)).fetchone()[0]
+        has_view, invoker = conn.execute(
+            "select c.oid is not null, coalesce('security_invoker=true' = any(c.reloptions), false) "
+            "from (select to_regclass(%s) as oid) as v left join pg_class c on c.oid = v.oid",
+            (f"{schema}.{table}_latest",)).fetchone()
         if snapshot and (columns_change or not has_view):
             # the view's `select *` is expanded when it is created: recreate it only when columns change
             statements.append(_view(schema, table))
+        elif snapshot and not invoker:  # a view an earlier release created
+            statements.append(sql.SQL("alter view {}.{} set (security_invoker = true)").format(
+                ident(schema), ident(f"{table}_latest")))
         if statements:
             _ddl(conn, lock_timeout, statements)
         described = _comments(conn, build_schema, table)
         relations = [("table", table), ("view", f"{table}_latest")] if snapshot else [("table", table)]
         statements = [statement for kind, relation in relations for statement in
-                      _comment_changes(schema, kind, relation, described, _comments(conn, schema, relation))]
+                      _comment_changes(target, kind, relation, described, _comments(conn, target, relation))]
         if statements:
             _ddl(conn, lock_timeout, statements)
     _idle(conn)
@@ -225,10 +252,10 @@ def audit(conn, build_schema: str, as_of: date) -> dict[str, tuple[int, int, str
     """Lock the build tables read-only for the rest of the caller's transaction and return, per
     table, (relation oid, rows, checksum). The checksum is the sum of a 64-bit hash of every row's
     text: independent of row order, changed by any insert, update or delete."""
-    tables = sql.SQL(", ").join(sql.SQL("{}.{}").format(ident(build_schema), ident(t)) for t in PUBLISHED_TABLES)
+    tables = sql.SQL(", ").join(sql.SQL("{}.{}").format(ident(build_schema), ident(t)) for t in ALL_PUBLISHED_TABLES)
     conn.execute(sql.SQL("lock table {} in share mode").format(tables))
     result = {}
-    for table in PUBLISHED_TABLES:
+    for table in ALL_PUBLISHED_TABLES:
         oid, rows, checksum = conn.execute(sql.SQL(
             "select %s::regclass::oid, count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text "
             "from {}.{} as t").format(ident(build_schema), ident(table)), (f"{build_schema}.{table}",)).fetchone()
@@ -257,7 +284,7 @@ def _verify(conn, *, build_schema: str, schema: str, as_of: date, run_id: str, e
         raise PublishRefused(f"run {run_id} of {as_of}: the marts gate recorded no audit for this run and date, "
                              "so nothing it could publish was audited; re-run the date")
     current = audit(conn, build_schema, as_of)
-    for table in PUBLISHED_TABLES:
+    for table in ALL_PUBLISHED_TABLES:
         if recorded.get(table) != current[table]:
             was, now = recorded.get(table), current[table]
             raise PublishRefused(
@@ -287,21 +314,25 @@ def publish(conn, *, build_schema: str, schema: str, as_of: date, run_id: str, t
     data is, so that a table published for the first time is covered from its first rows."""
     prepare(conn, build_schema=build_schema, schema=schema, lock_timeout=lock_timeout)
     if access is not None:
-        access_module.apply(conn, access, schema)
+        access_module.apply(conn, access, schema, ddl=lambda statements: _ddl(conn, lock_timeout, statements))
     rows: dict[str, int] = {}
     with conn.transaction():
         # deletes and inserts conflict with no reader; this only bounds a wait on another writer
         conn.execute(sql.SQL("set local lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout * 1000)}ms")))
         audited = _verify(conn, build_schema=build_schema, schema=schema, as_of=as_of, run_id=run_id,
                           expected_state=expected_state)
-        for table in PUBLISHED_TABLES:
+        latest = conn.execute(sql.SQL("select max(as_of_date) from {}.publication_log").format(ident(schema))).fetchone()[0]
+        for table in ALL_PUBLISHED_TABLES:
+            if table in CURRENT_TABLES and latest is not None and as_of < latest:
+                continue  # a re-run of an earlier date: the current state stays the latest date's
             snapshot = table in SNAPSHOT_TABLES
+            target = published_schema(table, schema)
             column_list = sql.SQL(", ").join(ident(c) for c in _columns(conn, build_schema, table))
             # a snapshot table's build holds only the run's date: any other row is refused below
             only_date = sql.SQL(" where as_of_date = %(d)s" if snapshot else "")
-            conn.execute(sql.SQL("delete from {}.{}{}").format(ident(schema), ident(table), only_date), {"d": as_of})
+            conn.execute(sql.SQL("delete from {}.{}{}").format(ident(target), ident(table), only_date), {"d": as_of})
             rows[table] = conn.execute(sql.SQL("insert into {}.{} ({}) select {} from {}.{}{}").format(
-                ident(schema), ident(table), column_list, column_list, ident(build_schema), ident(table), only_date),
+                ident(target), ident(table), column_list, column_list, ident(build_schema), ident(table), only_date),
                 {"d": as_of}).rowcount
             if rows[table] != audited[table][1]:
                 raise PublishRefused(f"{build_schema}.{table}: {audited[table][1] - rows[table]} of its "

@@ -1,8 +1,8 @@
 -- Actions due per tier policy (config/tierline.yml actions.tier_policies), one row per customer and
 -- action type: 'follow_up_due' (no CRM interaction within the tier's contact cadence),
 -- 'manager_missing' (the tier needs a dedicated account manager, 客户经理制度, and has none the CRM
--- knows), 'birthday' (individual customers whose birthday falls in the care window; only month
--- and day are published, never the year of birth).
+-- knows), 'birthday' (individual customers whose birthday falls in the care window: due_date is
+-- the day to greet them; the birthday itself is dim_customer.birthday_md, under row-level security).
 {%- set actions = actions_config() %}
 {%- set policies = actions['tier_policies'] %}
 with
@@ -98,7 +98,6 @@ follow_up_actions as (
         due_date,
         priority,
         tier,
-        null::text as birthday_md,
         last_interaction_date,
         case
             when last_interaction_date is null
@@ -125,7 +124,6 @@ manager_actions as (
         as_of_date as due_date,
         priority,
         tier,
-        null::text as birthday_md,
         last_interaction_date,
         case
             when account_manager_id is null then format('%s tier needs a dedicated account manager; none is assigned', tier)
@@ -159,10 +157,8 @@ birthday_actions as (
         next_birthday as due_date,
         priority,
         tier,
-        to_char(birth_date, 'MM-DD') as birthday_md,
         last_interaction_date,
-        format('birthday on %s, in %s day(s): birthday greeting (生日关怀)', to_char(birth_date, 'MM-DD'), next_birthday - as_of_date)
-            as detail,
+        format('birthday in %s day(s): birthday greeting (生日关怀)', next_birthday - as_of_date) as detail,
         branch_code,
         account_manager_id
     from birthdays
@@ -186,7 +182,6 @@ final as (
         (as_of_date - due_date)::integer as days_overdue,
         priority::integer as priority,
         tier,
-        birthday_md,
         last_interaction_date,
         detail,
         branch_code,

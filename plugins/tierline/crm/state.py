@@ -135,11 +135,17 @@ _CHUNK = 5000
 
 
 def ensure(conn, provider: str) -> None:
-    """Create the state tables; refuse state that belongs to another CRM provider."""
+    """Create the state tables; refuse state that belongs to another CRM provider. A sync that
+    runs as a login of the ``tierline_crm_sync`` group (README, "Roles") may not create anything:
+    it uses the tables the pipeline's role created and granted it (tierline.access)."""
     with conn.transaction():
         # Two first runs at once must not race on "create ... if not exists".
         conn.execute("select pg_advisory_xact_lock(hashtext('tierline.crm_sync.ddl'))")
-        conn.execute(DDL)
+        may_create = conn.execute(
+            "select coalesce((select has_schema_privilege(oid, 'CREATE') from pg_namespace where nspname = %s), "
+            "has_database_privilege(current_database(), 'CREATE'))", (SCHEMA,)).fetchone()[0]
+        if may_create:
+            conn.execute(DDL)
         conn.execute(f"insert into {SCHEMA}.provider (provider) select %s "
                      f"where not exists (select from {SCHEMA}.provider)", (provider,))
         owner = conn.execute(f"select provider from {SCHEMA}.provider").fetchone()[0]
