@@ -17,12 +17,12 @@ SCALE ?= 100000
 # into a recipe: `$(value X)` keeps make from expanding a `$(...)` inside them, `export` hands the
 # literal text to the recipe's environment, and recipes read them as "$$X", which the shell
 # substitutes without interpreting. A new user variable is added to this list, and used as "$$X".
-USER_VARIABLES := LANDING AS_OF SPEC CUSTOMERS DAYS SCALE DRY_RUN CRM FROM TO FORCE PORT OUT
+USER_VARIABLES := LANDING AS_OF SPEC CUSTOMERS DAYS SCALE DRY_RUN CRM FROM TO FORCE PORT OUT CUSTOMER REASON
 $(foreach v,$(USER_VARIABLES),$(if $(filter undefined,$(origin $(v))),,$(eval override $(v) := $$(value $(v)))))
 export $(USER_VARIABLES)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test run backfill preflight lint bench bench-crm simulate holdout warehouse-url stop clean crm-sync crm-retry dashboard airflow dag-graph
+.PHONY: help venv demo test run backfill preflight lint bench bench-crm simulate holdout warehouse-url stop clean crm-sync crm-retry dashboard airflow dag-graph forget
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -86,6 +86,10 @@ airflow: $(STAMP) ## the Airflow UI on the local runs and warehouse (api-server,
 
 dag-graph: $(STAMP) ## the DAG's graph via `airflow dags show` [OUT=customer_tiering.dot; .svg/.png need graphviz's dot]
 	$(BIN)/python -m tierline.cli dag-graph --out "$${OUT:-customer_tiering.dot}"
+
+forget: $(STAMP) ## erase one person everywhere (PIPL Art. 47, GDPR Art. 17): make forget CUSTOMER=<id> REASON=<why>
+	@test -n "$$CUSTOMER" -a -n "$$REASON" || { echo "usage: make forget CUSTOMER=<customer id> REASON=<why>"; exit 2; }
+	$(BIN)/python -m tierline.cli forget --customer-id "$$CUSTOMER" --reason "$$REASON"
 
 warehouse-url: $(STAMP) ## print the warehouse URL (starts the embedded PostgreSQL if needed)
 	@$(BIN)/python -m tierline.cli warehouse-url

@@ -18,6 +18,10 @@ The order of the tasks is `tierline.stages`. Daily, per logical date (the extrac
 9. **publish** — one transaction into `analytics`; emits an Asset per published table, whose event
    names the date it published (`crm_sync` syncs that date).
 10. **report** — run summary (rows, quarantine, tier mix, time per stage) as text and HTML.
+11. **apply_retention** — removes the landing copies, raw row versions, quarantined raw text and
+   run folders older than the `retention` periods, and says what it removed. It comes after the
+   publication and cannot unpublish: a failure fails the run's last task (and alerts), and
+   `make run` reports the run as published with the retention failure.
 
 A failed gate stops everything after it: nothing is published and the last good publication
 stays as it was. Only warehouse connection and server failures are retried (dbt's included);
@@ -188,9 +192,15 @@ def customer_tiering():
 
         print(report_module.as_text(_run(**context)))
 
+    @task
+    def apply_retention(**context):
+        result = _run(**context)
+        print(f"retention for {result['as_of_date']}: removed {result['removed']}")
+        return result
+
     # in the order of tierline.stages, the one definition of the flow
     tasks = [preflight(), land_extracts(), load_raw(), gate_raw(), dbt_staging(), gate_staging(), fit_clv(),
-             dbt_marts(), gate_marts(), publish(), report()]
+             dbt_marts(), gate_marts(), publish(), report(), apply_retention()]
     by_id = {task.operator.task_id: task for task in tasks}
     chain(*(by_id[name] for name in stages.DAG_TASKS))
 

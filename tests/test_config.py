@@ -45,6 +45,8 @@ def test_the_shipped_configuration_is_valid_and_versioned():
         ({"actions.early_warning": {"churn_exclude_stages": ["asleep"]}}, None,
          "actions.early_warning.churn_exclude_stages: Value error, unknown lifecycle stage(s) 'asleep'; the "
          "stages are prospect, new, growth, mature, declining, dormant, churned, reactivated"),
+        ({"retention.landing_days": 0}, None, "retention.landing_days: Input should be greater than 0"),
+        ({"retention.raw_history_days": "a year"}, None, "retention.raw_history_days"),
         (None, {"dimensions": {"contribution": {"weight": 0.5, "metrics": ["monetary"]}}},
          "weights must sum to 1"),
         (None, {"dimensions": {"contribution": {"weight": 1.0, "metrics": ["shoe_size"]}}},

@@ -195,15 +195,20 @@ def run_once(landing: Path, as_of: date, *, quiet: bool = False) -> RunOutcome:
                               None if quiet else ProgressPrinter(as_of, logical_date))
     run_dir = _run_dir_of(as_of, logical_date)
     summary = run_dir / "summary.txt" if run_dir else None
-    if code == 0 and summary and summary.exists():
+    failure = run_dir / "failure.json" if run_dir else None
+    record = json.loads(failure.read_text()) if failure and failure.exists() else None
+    # retention runs after publish: its failure is reported, the publication stands
+    published = summary and summary.exists() and (code == 0 or (record or {}).get("stage") == "apply_retention")
+    if published:
         if not quiet:
             print(summary.read_text().rstrip())
             print(f"  run folder: {run_dir}\n  Airflow log: {log_path}")
+        if code != 0:
+            print(f"tierline run for {as_of} published, but retention failed: {record['error']} (the next run "
+                  f"applies it again; python -m tierline.cli retention)", file=sys.stderr)
         return RunOutcome(0, run_dir, log_path)
     print(f"tierline run for {as_of} did NOT publish (airflow exit code {code}).", file=sys.stderr)
-    failure = run_dir / "failure.json" if run_dir else None
-    if failure and failure.exists():
-        record = json.loads(failure.read_text())
+    if record:
         print(f"  failed task: {record['stage']}\n  reason: {record['error']}", file=sys.stderr)
     else:
         print("  the DAG did not get to run a stage; see the Airflow log below", file=sys.stderr)
@@ -390,6 +395,38 @@ def demo_crm_sync(landing: Path, provider: str) -> str:
     return summary
 
 
+def forget(customer_id: str, reason: str, actor: str | None) -> int:
+    """Erase one person (tierline.erasure); print what was touched, never who."""
+    from tierline import erasure
+    from tierline.errors import TierlineError
+
+    try:
+        record = erasure.forget(customer_id, reason, actor=actor)
+    except TierlineError as exc:
+        print(f"forget: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(record, indent=2, ensure_ascii=False))
+    print(f"forget: erasure {record['erasure_id']} recorded in tierline.erasure_log; later extracts of this "
+          "customer are quarantined as 'erased'. Delete them in the source CRM and the extract inbox too.",
+          file=sys.stderr)
+    return 0
+
+
+def retention(as_of: date | None) -> int:
+    from tierline import config as config_module
+    from tierline import retention as retention_module
+    from tierline.errors import TierlineError
+
+    try:
+        cfg = config_module.load()
+        result = retention_module.apply(as_of or retention_module.today(cfg.business_timezone), cfg=cfg)
+    except TierlineError as exc:
+        print(f"retention: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tierline", description="the tierline pipeline's command line (README.md)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -417,6 +454,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("warehouse-url", help="print the warehouse URL (starting the embedded one if needed)")
     sub.add_parser("dbt-env", help="print the dbt profile variables for the warehouse as shell exports")
     sub.add_parser("stop", help="stop the embedded PostgreSQL")
+    forget_p = sub.add_parser("forget", help="erase one person everywhere tierline keeps them (PIPL Art. 47, "
+                                             "GDPR Art. 17)")
+    forget_p.add_argument("--customer-id", required=True, help="the customer id the extracts carry")
+    forget_p.add_argument("--reason", required=True, help="why (the request it fulfils); stored in the audit log")
+    forget_p.add_argument("--actor", help="who asked (default: this login and host)")
+    retention_p = sub.add_parser("retention", help="remove what the retention periods (config: retention) no "
+                                                   "longer keep; also a DAG task after every publish")
+    retention_p.add_argument("--as-of", type=date.fromisoformat, help="count the periods back from this date "
+                                                                     "(default: today in the business time zone)")
     _add_crm_commands(sub)
     return parser
 
@@ -451,6 +497,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "warehouse-url":
         print(warehouse.url())
         return 0
+    if args.command == "forget":
+        return forget(args.customer_id, args.reason, args.actor)
+    if args.command == "retention":
+        return retention(args.as_of)
     crm_code = _run_crm_command(args)
     return 2 if crm_code is None else crm_code
 

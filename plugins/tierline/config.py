@@ -108,6 +108,16 @@ class Runs(_Strict):
     keep_failed_builds: int = Field(3, ge=0)  # build schemas of the most recent failed runs, kept for debugging
 
 
+class Retention(_Strict):
+    """How long personal data is kept, in days before the run's date (null: for ever); applied
+    after every publish and by ``tierline retention`` (tierline.retention, docs/production.md)."""
+
+    landing_days: int | None = Field(None, gt=0)  # landing copies of extract dates older than this
+    raw_history_days: int | None = Field(None, gt=0)  # raw row versions replaced by a newer one older than this
+    quarantine_text_days: int | None = Field(None, gt=0)  # raw text of quarantined lines older than this
+    run_folder_days: int | None = Field(None, gt=0)  # run folders, run logs and CRM plans older than this
+
+
 # Config values that reach SQL: codes and keys are checked by pattern here (a code also names
 # SQL columns), free text (labels) is quoted by the dbt macro sql_literal (macros/quoting.sql).
 CODE_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
@@ -280,6 +290,7 @@ class Config(_Strict):
     runs: Runs = Runs()
     actions: Actions = Actions()
     access: Access = Access()
+    retention: Retention = Retention()
 
     @field_validator("business_timezone")
     @classmethod

@@ -30,7 +30,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from tierline import batches, contract, csvfile, warehouse
+from tierline import batches, contract, csvfile, erasure, warehouse
 from tierline.errors import ExtractError
 
 log = logging.getLogger(__name__)
@@ -112,10 +112,15 @@ def ensure_raw_schema(conn) -> None:
             batch_id bigint not null, extract_date date not null, file text not null, file_sha256 text not null,
             encoding text, rows_read bigint not null, rows_loaded bigint not null, rows_quarantined bigint not null,
             ignored_columns text[], soft_reference_misses jsonb, run_id text,
-            loaded_at timestamptz default now(), primary key (batch_id, file))
+            loaded_at timestamptz default now(), erased_rows bigint not null default 0, primary key (batch_id, file))
         """
     )
+    # erased_rows: rows ``tierline forget`` removed from the file since (tierline.erasure)
+    if not conn.execute("select 1 from information_schema.columns where table_schema = %s and table_name = "
+                        "'load_log' and column_name = 'erased_rows'", (RAW,)).fetchone():
+        conn.execute("alter table raw.load_log add column erased_rows bigint not null default 0")
     batches.ensure_schema(conn)
+    erasure.ensure_schema(conn)
     version = conn.execute("show server_version_num").fetchone()[0]
     if int(version) >= 160000:
         check = "select pg_input_is_valid(v, t)"
@@ -375,9 +380,10 @@ def commit_file(conn, entity: contract.Entity, prepared: _Prepared, target: _Tar
     shape = prepared.shape
     with conn.transaction():
         conn.execute("create temp table tl_bad (_line_no bigint, _span int, _reason text, _raw text) on commit drop")
-        conn.execute(_judge(entity, target))
+        erased = erasure.any_erased(conn)
+        conn.execute(_judge(entity, target, erased))
         conn.execute("analyze tl_bad")
-        loaded = conn.execute(_insert_good(entity, target)).rowcount
+        loaded = conn.execute(_insert_good(entity, target, erased)).rowcount
         quarantined = _quarantine(conn, entity, prepared, target)
         read = prepared.records
         if prepared.lines != shape.data_lines or read != loaded + quarantined:
@@ -412,8 +418,9 @@ def _quarantine(conn, entity: contract.Entity, prepared: _Prepared, target: _Tar
             with conn.cursor().copy("copy raw.quarantine (batch_id, extract_date, file, line_no, raw_text, reason, "
                                     "run_id) from stdin") as stream:
                 for line, text, reason in chunk:
-                    stream.write_row((target.batch_id, target.as_of, entity.file_name, line, text, reason,
-                                      target.run_id))
+                    # a row about an erased person keeps no trace of them (tierline.erasure)
+                    stream.write_row((target.batch_id, target.as_of, entity.file_name, line,
+                                      None if reason == erasure.ERASED else text, reason, target.run_id))
             count += len(chunk)
     return count
 
@@ -455,17 +462,22 @@ def _checked_rows(entity: contract.Entity, shape: csvfile.FileShape, target: _Ta
              typed=typed, values=values)
 
 
-def _judge(entity: contract.Entity, target: _Target) -> sql.Composable:
+def _judge(entity: contract.Entity, target: _Target, erased: bool = False) -> sql.Composable:
     """Every record of ``tl_checked`` that fails a check into ``tl_bad``, with its reason.
 
     References are satisfied by the rows the run sees (:func:`_visible`); a key repeated with
     different content quarantines every row of it. Only the few bad records are written, so the
-    insert of the good ones reads tl_checked again rather than a materialised copy of it.
+    insert of the good ones reads tl_checked again rather than a materialised copy of it. With
+    ``erased`` (the warehouse has erased someone), a row about an erased person is quarantined
+    as ``erased`` before any other reason is looked at (:mod:`tierline.erasure`).
     """
     ident = sql.Identifier
     key = sql.SQL(", ").join(ident(k) for k in entity.key)
     content = sql.SQL("row({})::text").format(sql.SQL(", ").join(ident(c.name) for c in entity.columns))
     joins, fk_checks = [], []
+    erased_checks = [sql.SQL("case when {} then {} end").format(
+        erasure.is_erased(sql.SQL("c.{}").format(ident(column))), _lit(erasure.ERASED))
+        for column in (erasure.subject_columns(entity) if erased else ())]
     for i, ref in enumerate(r for r in entity.references if r.hard):
         alias = ident(f"ref{i}")
         joins.append(sql.SQL(
@@ -490,7 +502,8 @@ def _judge(entity: contract.Entity, target: _Target) -> sql.Composable:
         insert into tl_bad
         select _line_no, _span, _reason, _raw from (
             select c._line_no, c._span, c._raw,
-                   coalesce(c._row_reason, case when d._conflict then {duplicate} end, {fk_checks}) as _reason
+                   coalesce({erased_checks}c._row_reason, case when d._conflict then {duplicate} end,
+                            {fk_checks}) as _reason
             from tl_checked c
             left join conflicting d using ({key})
             {joins}
@@ -498,19 +511,26 @@ def _judge(entity: contract.Entity, target: _Target) -> sql.Composable:
         where _reason is not null
         """
     ).format(key=key, content=content, duplicate=_lit("duplicate key with different content in this file"),
+             erased_checks=sql.SQL("").join(sql.SQL("{}, ").format(check) for check in erased_checks),
              fk_checks=sql.SQL(", ").join(fk_checks) if fk_checks else sql.SQL("null::text"),
              joins=sql.SQL(" ").join(joins))
 
 
-def _insert_good(entity: contract.Entity, target: _Target) -> sql.Composable:
+def _insert_good(entity: contract.Entity, target: _Target, erased: bool = False) -> sql.Composable:
+    """The rows that passed every check; a mention of an erased person (``referred_by``) is nulled."""
     cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in entity.columns)
+    mentions = erasure.mention_columns(entity) if erased else ()
+    values = sql.SQL(", ").join(
+        sql.SQL("case when {e} then null else {c} end").format(e=erasure.is_erased(sql.Identifier(c.name)),
+                                                               c=sql.Identifier(c.name))
+        if c.name in mentions else sql.Identifier(c.name) for c in entity.columns)
     return sql.SQL(
         """
         insert into {s}.{t} ({cols}, _extract_date, _line_no, batch_id)
-        select {cols}, {d}, _line_no, {b} from tl_checked c
+        select {values}, {d}, _line_no, {b} from tl_checked c
         where not exists (select from tl_bad b where b._line_no = c._line_no)
-        """).format(s=sql.Identifier(RAW), t=sql.Identifier(entity.name), cols=cols, d=_lit(target.as_of),
-                    b=_lit(target.batch_id))
+        """).format(s=sql.Identifier(RAW), t=sql.Identifier(entity.name), cols=cols, values=values,
+                    d=_lit(target.as_of), b=_lit(target.batch_id))
 
 
 def _soft_reference_misses(conn, entity: contract.Entity, target: _Target) -> dict[str, int]:

@@ -261,6 +261,15 @@ def publish(ctx: RunContext):
     return run_stage(ctx, "publish", run, final=True)
 
 
+def apply_retention(ctx: RunContext) -> dict:
+    """After publish: remove what the configured retention periods no longer keep (tierline.retention).
+    The publication is already committed; a failure here is reported, it does not unpublish."""
+    from tierline import retention
+
+    return run_stage(ctx, "apply_retention", lambda: retention.apply(
+        ctx.as_of, warehouse_url=ctx.warehouse_url, cfg=ctx.config), lock=False)
+
+
 def report(ctx: RunContext) -> dict:
     from tierline import report as report_module
 
@@ -278,6 +287,7 @@ STAGES: dict[str, Callable[[RunContext], object]] = {
     "gate_marts": lambda ctx: gate(ctx, "marts"),
     "publish": publish,
     "report": report,
+    "apply_retention": apply_retention,
 }
 
 

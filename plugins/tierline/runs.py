@@ -214,6 +214,23 @@ def hold(ctx, stage: str, *, final: bool = False):
         lock._close()
 
 
+@contextmanager
+def exclusive(warehouse_url: str, cfg, operation: str):
+    """Hold the warehouse for an operation that is not a run (``tierline forget``, retention): it
+    waits for a run in progress like a run would (``cfg`` is the ``runs`` config), no run starts
+    while it holds it, and it is released when the operation ends, however it ends."""
+    lock = RunLock(warehouse_url, run_id=f"{operation} {socket.gethostname()}:{os.getpid()}", as_of=date.today(),
+                   stage=operation, wait_seconds=cfg.lock_wait_seconds, grace_seconds=cfg.lock_grace_seconds,
+                   poll_seconds=cfg.lock_poll_seconds).acquire()
+    try:
+        yield lock
+    finally:
+        try:
+            lock.release()
+        finally:
+            lock._close()
+
+
 # -- build schemas ----------------------------------------------------------------------------------
 
 

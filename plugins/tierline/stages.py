@@ -7,6 +7,6 @@ files read it when they are parsed.
 
 PREFLIGHT = "preflight"  # checks only, before the run exists (tierline.preflight)
 RUN = ("land_extracts", "load_raw", "gate_raw", "dbt_staging", "gate_staging", "fit_clv", "dbt_marts",
-       "gate_marts", "publish", "report")
+       "gate_marts", "publish", "report", "apply_retention")
 DAG_TASKS = (PREFLIGHT, *RUN)
 THROUGH_PUBLISH = RUN[: RUN.index("publish") + 1]
