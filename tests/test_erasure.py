@@ -89,7 +89,9 @@ def world(server_url, tmp_path_factory):
     tag = uuid.uuid4().hex[:8]
     role, password, database = f"tl_erasure_{tag}", f"pw-{uuid.uuid4().hex}", f"tierline_erasure_{tag}"
     with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("create role {} login password {}").format(sql.Identifier(role), sql.Literal(password)))
+        # CREATEROLE: the pipeline creates the access groups on first publish (docs/production.md)
+        conn.execute(sql.SQL("create role {} login createrole password {}").format(sql.Identifier(role),
+                                                                                   sql.Literal(password)))
         conn.execute(sql.SQL("create database {} owner {}").format(sql.Identifier(database), sql.Identifier(role)))
     server = urlsplit(server_url)
     url = f"postgresql://{role}@{server.hostname}:{server.port or 5432}/{database}?password={password}"
