@@ -89,3 +89,28 @@ def test_retention_removes_what_is_older_than_its_period_and_nothing_a_run_reads
     assert cli.main(["retention", "--as-of", AS_OF.isoformat()]) == 0  # again: nothing more to remove
     again = json.loads(capsys.readouterr().out)["removed"]
     assert not any(again.values()), again
+
+
+@pytest.mark.parametrize("command", [["retention"], ["forget", "--customer-id", "C00001", "--reason", "test"]])
+def test_forget_and_retention_never_interleave_with_a_run(warehouse_url, tmp_path, monkeypatch, capsys, command):
+    """Both take the warehouse like a run: while a run holds it they wait, and refuse when it keeps it."""
+    from tierline import config, runs
+
+    monkeypatch.setenv("TIERLINE_HOME", str(tmp_path / "home"))
+    config_dir = tmp_path / "config"
+    shutil.copytree(settings.PROJECT_ROOT / "config", config_dir)
+    cfg = yaml.safe_load((config_dir / "tierline.yml").read_text())
+    cfg["runs"].update(lock_wait_seconds=1, lock_poll_seconds=0.2)
+    (config_dir / "tierline.yml").write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    monkeypatch.setenv("TIERLINE_CONFIG", str(config_dir / "tierline.yml"))
+    held = config.load().runs
+    run = runs.RunLock(warehouse_url, run_id="a run", as_of=DAY1, stage="load_raw", wait_seconds=0,
+                       grace_seconds=held.lock_grace_seconds).acquire()
+    try:
+        assert cli.main(command) == 2
+    finally:
+        run.release()
+        run._close()
+    err = capsys.readouterr().err
+    assert "refused after waiting" in err and "run a run of 2026-11-01" in err
+    assert cli.main(command) == 0  # the run is over
