@@ -131,6 +131,8 @@ def _outcome(result) -> str:
         return f"{result['method']} on {result.get('customers', 0):,} customers"
     if "rows_in" in result:
         return f"report: {result['run_dir']}/report.html"
+    if "removed" in result:  # retention
+        return "removed " + (", ".join(f"{n:,} {kind}" for kind, n in result["removed"].items() if n) or "nothing")
     return ""
 
 
