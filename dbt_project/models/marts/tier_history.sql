@@ -77,17 +77,17 @@ current_run as (
     snapshots as (
         select * from current_run
         {%- if published is not none %}
-        union all
-        select
-            customer_id,
-            as_of_date,
-            tier,
-            tier_reason,
-            is_overridden,
-            tier_spec_version
-        from {{ published }}
-        where as_of_date <> {{ as_of() }}
-    {%- endif %}
+            union all
+            select
+                customer_id,
+                as_of_date,
+                tier,
+                tier_reason,
+                is_overridden,
+                tier_spec_version
+            from {{ published }}
+            where as_of_date <> {{ as_of() }}
+        {%- endif %}
     ),
 
     islands as (
