@@ -482,6 +482,7 @@ def test_the_run_report_reads_well_in_chromium(scenario):
         links = page.eval_on_selector_all("#links a", "links => links.map(a => a.getAttribute('href'))")
     assert (run_dir / "report.png").stat().st_size > 50_000
     assert "dbt/marts/run_results.json" in links and all(not Path(h).is_absolute() for h in links)
+    assert {"dbt_docs/index.html", "gx_docs/index.html"} <= set(links)  # the run's docs sites
     assert all((run_dir / h).exists() for h in links)
 
 

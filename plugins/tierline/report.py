@@ -17,9 +17,9 @@ from pathlib import Path
 
 from psycopg import sql
 
-from tierline import charts, dbt, settings, stages, warehouse
+from tierline import charts, dbt, gates, settings, stages, warehouse
 
-GATES = ("raw", "staging", "marts")
+GATES = tuple(s.removeprefix("gate_") for s in stages.RUN if s.startswith("gate_"))  # raw, staging, marts
 HISTORY_DATES = 60  # published dates the history charts show, the latest ones up to the run's date
 PREVIOUS_RUNS = 10  # earlier published runs the stage times are compared with
 QUARANTINE_REASONS = 100  # (file, reason) rows listed; the rest are counted
@@ -64,7 +64,7 @@ def _links(run_dir: Path, as_of: date) -> list[dict]:
     """What else the run left, as paths relative to the report (the run folder), where they exist."""
     candidates = [
         ("dbt docs (models, tests, lineage)", run_dir / dbt.DOCS_DIR / "index.html"),
-        ("Great Expectations Data Docs", run_dir / "gx_docs" / "index.html"),
+        ("Great Expectations Data Docs", run_dir / gates.DOCS_DIR / "index.html"),
     ]
     record = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
     if record.get("logical_date"):
