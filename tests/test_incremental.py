@@ -3,8 +3,10 @@
 Two warehouses get the same generated extracts (dirty, so quarantine and upserts take part):
 one runs days 1, 2 and 3 the way a daily schedule does (every incremental path taken), the other
 runs the same days with ``full_refresh`` (every model and history table rebuilt from raw and from
-all published snapshots). Every stage is the function the DAG's task calls; real PostgreSQL, dbt
-and Great Expectations.
+all published snapshots). The daily chain also has a day-3 run that built staging and then failed
+its gate (its batch is in the staging state but never visible), and ends by running day 2 again
+after day 3 (the staging state then holds batches the re-run must not see). Every stage is the
+function the DAG's task calls; real PostgreSQL, dbt and Great Expectations.
 """
 
 from __future__ import annotations
@@ -19,15 +21,26 @@ from psycopg import sql
 
 from tierline import pipeline, warehouse
 from tierline.assets import PUBLISHED_TABLES
+from tierline.errors import QualityGateFailed
 from tierline_dev import generate
 
 DAY1 = date(2026, 11, 1)
 DAYS = [DAY1 + timedelta(days=k) for k in range(3)]
 
 
-def run_day(as_of: date, landing, *, full_refresh: bool) -> pipeline.RunContext:
-    ctx = pipeline.context(as_of, f"incremental-test-{as_of}-{'full' if full_refresh else 'inc'}", landing)
+def run_day(as_of: date, landing, *, full_refresh: bool, attempt: str = "",
+            fail_after_staging: bool = False) -> pipeline.RunContext:
+    ctx = pipeline.context(as_of, f"incremental-test-{as_of}-{'full' if full_refresh else 'inc'}{attempt}", landing)
     ctx.full_refresh = full_refresh
+    if fail_after_staging:
+        pipeline.run_through(ctx, "dbt_staging")
+
+        def refuse():
+            raise QualityGateFailed("the staging gate refused this run (test)")
+
+        with pytest.raises(QualityGateFailed):
+            pipeline.run_stage(ctx, "gate_staging", refuse)
+        return ctx
     pipeline.run_through(ctx)
     return ctx
 
@@ -59,8 +72,18 @@ def chains(server_url, tmp_path_factory):
             patch.setenv(warehouse.ENV_URL, url)
             patch.setenv("TIERLINE_HOME", str(root / f"home_{name}"))
             try:
-                contexts = [run_day(day, landing, full_refresh=full_refresh) for day in DAYS]
-                found[name] = {"rows": published_rows(url), "last": contexts[-1]}
+                if full_refresh:
+                    contexts = [run_day(day, landing, full_refresh=True) for day in DAYS]
+                else:
+                    contexts = [run_day(DAYS[0], landing, full_refresh=False),
+                                run_day(DAYS[1], landing, full_refresh=False),
+                                run_day(DAYS[2], landing, full_refresh=False, attempt="-failed",
+                                        fail_after_staging=True),
+                                run_day(DAYS[2], landing, full_refresh=False),
+                                run_day(DAYS[1], landing, full_refresh=False, attempt="-again")]
+                # "last": the last run of day 3, the date every path has been taken by
+                found[name] = {"rows": published_rows(url), "last": contexts[-1 if full_refresh else 3],
+                               "contexts": contexts}
             finally:
                 warehouse.drop_database(url)
         yield found
@@ -81,8 +104,22 @@ def test_every_published_table_equals_a_rebuild_from_scratch(chains):
             f"{len(rebuild[table])}; only incremental e.g. {only_incremental}; only rebuild e.g. {only_rebuild}")
 
 
-@pytest.mark.parametrize("model", ["tier_history", "lifecycle_history"])
-def test_the_incremental_chain_took_the_incremental_paths(chains, model):
+@pytest.mark.parametrize("layer, model, marker", [
+    ("marts", "tier_history", "open_stretches"),
+    ("marts", "lifecycle_history", "open_stretches"),
+    *[("staging", model, "incremental: new batches") for model in (
+        "stg_crm__customers", "stg_sales__orders", "stg_sales__order_items", "stg_crm__interactions")],
+])
+def test_the_incremental_chain_took_the_incremental_paths(chains, layer, model, marker):
     # otherwise the equality above would compare two rebuilds
-    assert "open_stretches" in compiled(chains["incremental"]["last"], "marts", model)
-    assert "open_stretches" not in compiled(chains["rebuild"]["last"], "marts", model)
+    assert marker in compiled(chains["incremental"]["last"], layer, model)
+    assert marker not in compiled(chains["rebuild"]["last"], layer, model)
+
+
+def test_the_chain_decided_again_what_it_must_not_see(chains):
+    # the day-3 run after the failed one, and day 2 run again after day 3, each found batches in
+    # the staging state that they do not see, and decided the keys they held again
+    day3, day2_again = chains["incremental"]["contexts"][3:5]
+    for ctx in (day3, day2_again):
+        code = compiled(ctx, "staging", "stg_sales__orders")
+        assert "incremental: new batches" in code and "batches no longer visible []" not in code

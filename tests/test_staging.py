@@ -12,12 +12,12 @@ HEADER = "customer_id,customer_name,customer_type,phone,email,created_at,updated
 
 
 def build_staging(url: str, as_of: date, tmp_path, run_id: str) -> str:
-    """Build the staging layer for ``as_of``; returns the run's staging schema."""
+    """Build the staging layer for ``as_of``; returns the staging (state) schema."""
     cfg = config.load()
     # the run that loaded the date (land_and_load's) sees its own pending batch
     ctx = RunContext(as_of, run_id, tmp_path, url, cfg, run_folder(as_of, f"staging-{tmp_path.name}"))
     dbt.build("staging", warehouse_url=url, dbt_vars=ctx.dbt_vars(), run_dir=ctx.run_dir)
-    return ctx.schemas["staging"]
+    return ctx.schemas["state"]
 
 
 def test_staging_cleans_phones_names_and_emails_and_keeps_the_newest_version(tmp_path, warehouse_url, land_and_load):

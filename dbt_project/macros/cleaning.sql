@@ -29,14 +29,6 @@
     end
 {%- endmacro %}
 
-{% macro latest_version(relation, key, order_by='updated_at desc') -%}
-    {#- Upsert semantics of the extract contract: per key, the row with the newest updated_at
-        wins; ties go to the latest extract and the last line. -#}
-    select distinct on ({{ key }}) *
-    from ({{ visible_raw(relation) }}) as visible
-    order by {{ key }}, {{ order_by }}, _extract_date desc, _line_no desc
-{%- endmacro %}
-
 {% macro local_date(ts) -%}
     ({{ ts }} at time zone {{ sql_literal(var("business_timezone")) }})::date
 {%- endmacro %}

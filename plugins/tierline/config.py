@@ -102,6 +102,8 @@ class Runs(_Strict):
     """How runs share one warehouse (docs/decisions.md, "Run isolation")."""
 
     build_prefix: str = Field("tierline_build", pattern=r"^[a-z_][a-z0-9_]{0,19}$")  # <prefix>_<date>_<run hash>_<layer>
+    # the staging layer, kept and updated incrementally across runs (macros/staging_state.sql)
+    state_schema: str = Field("tierline_state", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     lock_wait_seconds: float = Field(1800, ge=0)  # wait this long for another run on the warehouse, then refuse
     lock_grace_seconds: float = Field(600, gt=0)  # a run keeps the warehouse this long between its tasks (retry delays)
     lock_poll_seconds: float = Field(2, gt=0, le=60)

@@ -36,13 +36,15 @@ class RunContext:
 
     @property
     def schemas(self) -> dict[str, str]:
-        """The one place that says which schema each layer of this run reads or writes: raw and
-        the published schema are shared, every build layer is the run's own (tierline.runs)."""
-        return {"raw": "raw", **runs.build_schemas(self.config.runs.build_prefix, self.as_of, self.run_id),
+        """The one place that says which schema each layer of this run reads or writes: raw, the
+        staging state and the published schema are shared, every build layer is the run's own
+        (tierline.runs)."""
+        return {"raw": "raw", "state": self.config.runs.state_schema,
+                **runs.build_schemas(self.config.runs.build_prefix, self.as_of, self.run_id),
                 "analytics": self.config.publish.schema_}
 
     def dbt_vars(self) -> dict:
-        build = {k: v for k, v in self.schemas.items() if k in runs.LAYERS}
+        build = {k: v for k, v in self.schemas.items() if k in (*runs.LAYERS, "state")}
         return {**self.config.dbt_vars(), "as_of_date": self.as_of.isoformat(), "run_id": self.run_id,
                 "schemas": build}
 

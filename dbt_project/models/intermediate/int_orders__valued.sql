@@ -4,7 +4,9 @@
 with
 
 orders as (
+    -- staging holds every visible version; the run date bounds what happened
     select * from {{ ref('stg_sales__orders') }}
+    where order_date <= {{ as_of() }}
 ),
 
 items as (
@@ -22,6 +24,7 @@ refunds as (
         order_id,
         sum(amount) as refunded_amount
     from {{ ref('stg_sales__refunds') }}
+    where refunded_date <= {{ as_of() }}
     group by order_id
 ),
 

@@ -36,6 +36,7 @@ interactions as (
         customer_id,
         max(occurred_date) as last_interaction_date
     from {{ ref('stg_crm__interactions') }}
+    where occurred_date <= {{ as_of() }}
     group by customer_id
 ),
 

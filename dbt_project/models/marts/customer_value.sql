@@ -21,7 +21,7 @@ interactions as (
         {%- endfor %}
         max(occurred_date) as last_interaction_date
     from {{ ref('stg_crm__interactions') }}
-    where occurred_date > {{ as_of() }} - 365
+    where occurred_date > {{ as_of() }} - 365 and occurred_date <= {{ as_of() }}
     group by customer_id
 ),
 
@@ -32,7 +32,7 @@ tickets as (
         count(*) filter (where is_complaint) as complaints_365d,
         avg(csat) as ticket_csat
     from {{ ref('stg_crm__tickets') }}
-    where opened_date > {{ as_of() }} - 365
+    where opened_date > {{ as_of() }} - 365 and opened_date <= {{ as_of() }}
     group by customer_id
 ),
 
@@ -43,7 +43,7 @@ surveys as (
         avg(nps) as nps_score,
         count(*) as surveys_365d
     from {{ ref('stg_crm__surveys') }}
-    where answered_date > {{ as_of() }} - 365
+    where answered_date > {{ as_of() }} - 365 and answered_date <= {{ as_of() }}
     group by customer_id
 ),
 

@@ -1,7 +1,8 @@
+{{ config(unique_key='manager_id') }}
 with
 
 source as (
-    {{ latest_version(source('raw', 'crm_account_managers'), 'manager_id') }}
+    {{ latest_version(source('raw', 'crm_account_managers')) }}
 ),
 
 final as (
@@ -10,7 +11,10 @@ final as (
         {{ clean_text('manager_name') }} as manager_name,
         upper({{ clean_code('branch_code') }}) as branch_code,
         nullif(lower({{ clean_text('email') }}), '') as email,
-        updated_at
+        updated_at,
+        _extract_date,
+        _line_no,
+        batch_id as _batch_id
     from source
 )
 

@@ -1,7 +1,8 @@
+{{ config(unique_key='customer_id') }}
 with
 
 source as (
-    {{ latest_version(source('raw', 'crm_customers'), 'customer_id') }}
+    {{ latest_version(source('raw', 'crm_customers')) }}
 ),
 
 phones as (
@@ -33,7 +34,10 @@ final as (
         created_at,
         {{ local_date('created_at') }} as created_date,
         updated_at,
-        _extract_date as extract_date
+        _extract_date as extract_date,
+        _extract_date,
+        _line_no,
+        batch_id as _batch_id
     from phones
 )
 

@@ -1,7 +1,8 @@
+{{ config(unique_key='interaction_id') }}
 with
 
 source as (
-    {{ latest_version(source('raw', 'crm_interactions'), 'interaction_id', 'occurred_at desc') }}
+    {{ latest_version(source('raw', 'crm_interactions'), 'occurred_at desc') }}
 ),
 
 coded as (
@@ -22,9 +23,11 @@ final as (
         channel_code as channel_raw,
         {{ clean_code('interaction_type') }} as interaction_type,
         occurred_at,
-        {{ local_date('occurred_at') }} as occurred_date
+        {{ local_date('occurred_at') }} as occurred_date,
+        _extract_date,
+        _line_no,
+        batch_id as _batch_id
     from coded
-    where {{ local_date('occurred_at') }} <= {{ as_of() }}
 )
 
 select * from final

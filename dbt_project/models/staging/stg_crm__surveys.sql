@@ -1,7 +1,8 @@
+{{ config(unique_key='survey_id') }}
 with
 
 source as (
-    {{ latest_version(source('raw', 'crm_surveys'), 'survey_id', 'answered_at desc') }}
+    {{ latest_version(source('raw', 'crm_surveys'), 'answered_at desc') }}
 ),
 
 final as (
@@ -11,9 +12,11 @@ final as (
         answered_at,
         {{ local_date('answered_at') }} as answered_date,
         nps::integer as nps,
-        csat::integer as csat
+        csat::integer as csat,
+        _extract_date,
+        _line_no,
+        batch_id as _batch_id
     from source
-    where {{ local_date('answered_at') }} <= {{ as_of() }}
 )
 
 select * from final

@@ -1,7 +1,8 @@
+{{ config(unique_key='ticket_id') }}
 with
 
 source as (
-    {{ latest_version(source('raw', 'crm_tickets'), 'ticket_id') }}
+    {{ latest_version(source('raw', 'crm_tickets')) }}
 ),
 
 final as (
@@ -18,9 +19,11 @@ final as (
             lower({{ clean_text('category') }}) like '%complaint%'
             or {{ clean_text('category') }} like '%投诉%', false
         ) as is_complaint,
-        updated_at
+        updated_at,
+        _extract_date,
+        _line_no,
+        batch_id as _batch_id
     from source
-    where {{ local_date('opened_at') }} <= {{ as_of() }}
 )
 
 select * from final

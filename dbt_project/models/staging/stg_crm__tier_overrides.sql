@@ -1,7 +1,8 @@
+{{ config(unique_key='customer_id') }}
 with
 
 source as (
-    {{ latest_version(source('raw', 'crm_tier_overrides'), 'customer_id') }}
+    {{ latest_version(source('raw', 'crm_tier_overrides')) }}
 ),
 
 final as (
@@ -12,7 +13,10 @@ final as (
         valid_from,
         valid_to,
         {{ clean_text('set_by') }} as set_by,
-        updated_at
+        updated_at,
+        _extract_date,
+        _line_no,
+        batch_id as _batch_id
     from source
 )
 

@@ -1,7 +1,8 @@
+{{ config(unique_key=['order_id', 'line_no']) }}
 with
 
 source as (
-    {{ latest_version(source('raw', 'sales_order_items'), 'order_id, line_no', '_extract_date desc') }}
+    {{ latest_version(source('raw', 'sales_order_items'), '_extract_date desc') }}
 ),
 
 final as (
@@ -11,7 +12,10 @@ final as (
         product_id,
         quantity,
         unit_price::numeric(18, 2) as unit_price,
-        unit_cost::numeric(18, 2) as unit_cost
+        unit_cost::numeric(18, 2) as unit_cost,
+        _extract_date,
+        _line_no,
+        batch_id as _batch_id
     from source
 )
 

@@ -1,7 +1,8 @@
+{{ config(unique_key='order_id') }}
 with
 
 source as (
-    {{ latest_version(source('raw', 'sales_orders'), 'order_id') }}
+    {{ latest_version(source('raw', 'sales_orders')) }}
 ),
 
 final as (
@@ -17,9 +18,11 @@ final as (
         gross_amount::numeric(18, 2) as gross_amount,
         coalesce(discount_amount, 0)::numeric(18, 2) as discount_amount,
         net_amount::numeric(18, 2) as net_amount,
-        updated_at
+        updated_at,
+        _extract_date,
+        _line_no,
+        batch_id as _batch_id
     from source
-    where {{ local_date('order_ts') }} <= {{ as_of() }}
 )
 
 select * from final

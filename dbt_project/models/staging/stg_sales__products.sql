@@ -1,7 +1,8 @@
+{{ config(unique_key='product_id') }}
 with
 
 source as (
-    {{ latest_version(source('raw', 'sales_products'), 'product_id') }}
+    {{ latest_version(source('raw', 'sales_products')) }}
 ),
 
 final as (
@@ -11,7 +12,10 @@ final as (
         {{ clean_text('category') }} as category,
         list_price::numeric(18, 2) as list_price,
         unit_cost::numeric(18, 2) as unit_cost,
-        updated_at
+        updated_at,
+        _extract_date,
+        _line_no,
+        batch_id as _batch_id
     from source
 )
 

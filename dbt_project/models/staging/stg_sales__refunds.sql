@@ -1,7 +1,8 @@
+{{ config(unique_key='refund_id') }}
 with
 
 source as (
-    {{ latest_version(source('raw', 'sales_refunds'), 'refund_id', 'refunded_at desc') }}
+    {{ latest_version(source('raw', 'sales_refunds'), 'refunded_at desc') }}
 ),
 
 final as (
@@ -10,9 +11,11 @@ final as (
         order_id,
         refunded_at,
         {{ local_date('refunded_at') }} as refunded_date,
-        amount::numeric(18, 2) as amount
+        amount::numeric(18, 2) as amount,
+        _extract_date,
+        _line_no,
+        batch_id as _batch_id
     from source
-    where {{ local_date('refunded_at') }} <= {{ as_of() }}
 )
 
 select * from final

@@ -1,0 +1,166 @@
+{#- Incremental staging (docs/decisions.md, "Staging"). Every staging model is an incremental
+    table in the persistent schema `state` (runs.state_schema) holding, per key, the winning
+    version over a set of raw batches, with the winner's _batch_id, _extract_date and _line_no.
+    `<state>.staging_state` records, per model, which batches that set is and the fingerprint of
+    the model that built it. A run makes the table stand for the batches it sees
+    (raw.visible_batches): rows of batches not folded in yet compete with the kept winners of
+    their keys; keys whose kept winner came from a batch the run does not see (a run that failed a
+    gate, a replaced load, a re-run of an earlier date) are decided again from every visible raw
+    row of those keys; nothing else is read. A missing ledger, a changed model or a full refresh
+    rebuilds the table from every visible batch. The as-of filters are applied by the readers. -#}
+
+{% macro staging_state_version() -%}
+    {#- Bump when a cleaning macro changes what staging writes: every staging table is rebuilt. -#}
+    {{- return('1') -}}
+{%- endmacro %}
+
+{% macro staging_state_schema() -%}
+    {#- where the staging models build (dbt_project.yml) -#}
+    {{- return(var('schemas', {}).get('state', var('schemas', {}).get('staging', 'staging'))) -}}
+{%- endmacro %}
+
+{% macro staging_state_ledger() -%}
+    {{- return(adapter.quote(staging_state_schema()) ~ '.staging_state') -}}
+{%- endmacro %}
+
+{% macro staging_state_create_ledger() -%}
+    {#- on-run-start: once per invocation, before the staging models run in parallel -#}
+    create schema if not exists {{ adapter.quote(staging_state_schema()) }};
+    create table if not exists {{ staging_state_ledger() }} (
+        model text primary key,
+        version text not null,
+        batches bigint [] not null,
+        as_of_date date not null,
+        run_id text not null,
+        updated_at timestamptz not null default now()
+    )
+{%- endmacro %}
+
+{% macro staging_state_fingerprint() -%}
+    {{- return(local_md5(staging_state_version() ~ '|' ~ model.raw_code ~ '|' ~ var('business_timezone')
+        ~ '|' ~ var('currency', 'CNY'))) -}}
+{%- endmacro %}
+
+{% macro staging_visible_batches() -%}
+    select b from raw.visible_batches({{ as_of() }}, {{ sql_literal(var("run_id")) }}) as v (b)
+{%- endmacro %}
+
+{% macro staging_state_plan() -%}
+    {#- {'incremental': bool, 'new': [batch ids not folded in yet], 'gone': [folded batches the
+        run does not see]}; incremental only when the table and its ledger row are current. -#}
+    {%- set full = {'incremental': false, 'new': [], 'gone': []} %}
+    {%- if not execute or not is_incremental() %}
+        {{- return(full) }}
+    {%- endif %}
+    {%- set ledger = adapter.get_relation(database=this.database, schema=staging_state_schema(), identifier='staging_state') %}
+    {%- if ledger is none %}
+        {{- return(full) }}
+    {%- endif %}
+    {%- set query %}
+        with visible as ({{ staging_visible_batches() }})
+        select
+            s.version,
+            coalesce((select string_agg(b::text, ',' order by b) from visible where b <> all(s.batches)), ''),
+            coalesce((select string_agg(g::text, ',' order by g) from unnest(s.batches) as g
+                      where g not in (select b from visible)), '')
+        from {{ staging_state_ledger() }} as s
+        where s.model = {{ sql_literal(this.identifier) }}
+    {%- endset %}
+    {%- set rows = run_query(query).rows %}
+    {%- if rows | length == 0 or rows[0][0] != staging_state_fingerprint() %}
+        {{- return(full) }}
+    {%- endif %}
+    {%- set new = rows[0][1].split(',') | reject('equalto', '') | map('int') | list %}
+    {%- set gone = rows[0][2].split(',') | reject('equalto', '') | map('int') | list %}
+    {{- return({'incremental': true, 'new': new, 'gone': gone}) }}
+{%- endmacro %}
+
+{% macro staging_key() -%}
+    {%- set key = config.get('unique_key') %}
+    {{- return([key] if key is string else key) }}
+{%- endmacro %}
+
+{% macro id_list(ids) -%}
+    {#- for `x in (...)`: an empty list matches nothing -#}
+    {%- if ids | length == 0 %}null::bigint{% else %}{{ ids | join(', ') }}{% endif %}
+{%- endmacro %}
+
+{% macro id_array(ids) -%}
+    {#- for `x <> all(...)`: an empty array excludes nothing -#}
+    {%- if ids | length == 0 %}'{}'::bigint []{% else %}array[{{ ids | join(', ') }}]::bigint []{% endif %}
+{%- endmacro %}
+
+{% macro latest_version(relation, order_by='updated_at desc') -%}
+    {#- Upsert semantics of the extract contract: per key (the model's unique_key), the row with
+        the newest `order_by` wins; ties go to the latest extract and the last line. -#}
+    {%- set key = staging_key() | join(', ') %}
+    {%- set order = key ~ ', ' ~ order_by ~ ', _extract_date desc, _line_no desc' %}
+    {%- set plan = staging_state_plan() %}
+    {%- if not plan.incremental %}
+    select distinct on ({{ key }}) *
+    from ({{ visible_raw(relation) }}) as visible
+    order by {{ order }}
+    {%- else %}
+    {%- set order_column = order_by.split()[0] %}
+    {%- set contest_columns = key ~ (', ' ~ order_column if order_column != '_extract_date' else '') ~ ', _extract_date, _line_no' %}
+    -- incremental: new batches {{ plan.new }}, batches no longer visible {{ plan.gone }}
+    with _candidates as (
+        select * from {{ relation }} where batch_id in ({{ id_list(plan.new) }})
+        {%- if plan.gone %}
+        union all
+        -- keys whose kept version came from a batch this run does not see: every visible row again
+        select * from ({{ visible_raw(relation) }}) as visible
+        where batch_id <> all({{ id_array(plan.new) }})
+            and ({{ key }}) in (select {{ key }} from {{ this }} where _batch_id in ({{ id_list(plan.gone) }}))
+        {%- endif %}
+    ),
+
+    _contest as (
+        select {{ contest_columns }}, batch_id from _candidates
+        union all
+        -- the kept (still visible) winners of the keys in question compete with them
+        select {{ contest_columns }}, _batch_id from {{ this }}
+        where ({{ key }}) in (select {{ key }} from _candidates)
+        {%- if plan.gone %}
+            and _batch_id not in ({{ id_list(plan.gone) }})
+        {%- endif %}
+    )
+
+    select _candidates.*
+    from _candidates
+    inner join (
+        select distinct on ({{ key }}) batch_id, _line_no
+        from _contest
+        order by {{ order }}
+    ) as _winners
+        on _candidates.batch_id = _winners.batch_id and _candidates._line_no = _winners._line_no
+    {%- endif %}
+{%- endmacro %}
+
+{% macro staging_state_prepare() -%}
+    {#- pre-hook: a table built by another model version or from an unknown set of batches is
+        emptied (the model then selects every visible row). -#}
+    {%- if execute and is_incremental() and not staging_state_plan().incremental %}
+    truncate {{ this }}
+    {%- endif %}
+{%- endmacro %}
+
+{% macro staging_state_record() -%}
+    {#- post-hook, in the model's transaction: drop the kept rows of batches the run does not see
+        (their keys have no visible row left, or were decided again above), index the key, and
+        record the batches the table now stands for. -#}
+    {%- set plan = staging_state_plan() %}
+    {%- if plan.gone %}
+    delete from {{ this }} where _batch_id in ({{ id_list(plan.gone) }});
+    {%- endif %}
+    create unique index if not exists {{ adapter.quote(this.identifier ~ '__key') }} on {{ this }} ({{ staging_key() | join(', ') }});
+    insert into {{ staging_state_ledger() }} (model, version, batches, as_of_date, run_id)
+    values (
+        {{ sql_literal(this.identifier) }}, {{ sql_literal(staging_state_fingerprint()) }},
+        array(select b from ({{ staging_visible_batches() }}) as visible order by b),
+        {{ as_of() }}, {{ sql_literal(var("run_id")) }}
+    )
+    on conflict (model) do update set
+        version = excluded.version, batches = excluded.batches, as_of_date = excluded.as_of_date,
+        run_id = excluded.run_id, updated_at = now()
+{%- endmacro %}
