@@ -59,7 +59,7 @@ def run_folder(as_of: date, run_id: str) -> Path:
 def context(as_of: date | str, run_id: str, landing: str | Path, try_number: int = 1) -> RunContext:
     as_of = date.fromisoformat(str(as_of)[:10])
     return RunContext(as_of, run_id, Path(landing), warehouse.url(), config_module.load(),
-                      run_folder(as_of, run_id), try_number)
+                      run_folder(as_of, run_id), try_number=try_number)
 
 
 def _jsonable(value):
