@@ -346,7 +346,7 @@ def floor(url: str, snapshot: Path) -> float:
 
 def peer(code: str, orders_csv: Path) -> dict:
     out = subprocess.run([sys.executable, "-c", code, str(orders_csv)], capture_output=True, text=True, check=True)
-    seconds, peak, rows = out.stdout.split()
+    seconds, peak, rows = out.stdout.strip().splitlines()[-1].split()
     return {"seconds": float(seconds), "peak_rss_bytes": int(peak), "customers": int(rows)}
 
 
