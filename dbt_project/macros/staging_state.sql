@@ -36,8 +36,11 @@
     )
 {%- endmacro %}
 
-{% macro staging_state_fingerprint() -%}
-    {{- return(local_md5(staging_state_version() ~ '|' ~ model.raw_code ~ '|' ~ var('business_timezone')
+{% macro staging_state_fingerprint(identifier=none) -%}
+    {#- of this model, or of the model `identifier` -#}
+    {%- set code = model.raw_code if identifier is none else
+        (graph.nodes.values() | selectattr('name', 'equalto', identifier) | first).raw_code %}
+    {{- return(local_md5(staging_state_version() ~ '|' ~ code ~ '|' ~ var('business_timezone')
         ~ '|' ~ var('currency', 'CNY'))) -}}
 {%- endmacro %}
 
@@ -45,14 +48,24 @@
     select b from raw.visible_batches({{ as_of() }}, {{ sql_literal(var("run_id")) }}) as v (b)
 {%- endmacro %}
 
-{% macro staging_state_plan() -%}
-    {#- {'incremental': bool, 'new': [batch ids not folded in yet], 'gone': [folded batches the
-        run does not see]}; incremental only when the table and its ledger row are current. -#}
-    {%- set full = {'incremental': false, 'new': [], 'gone': []} %}
-    {%- if not execute or not is_incremental() %}
+{% macro staging_state_plan(identifier=none) -%}
+    {#- For this model (or the state model `identifier`): {'incremental': bool, 'new': [batch ids
+        not folded in yet], 'gone': [folded batches the run does not see], 'batches': the folded
+        batches as text, 'as_of': the run date it was last advanced for}; incremental only when
+        the table and its ledger row are current. -#}
+    {%- set full = {'incremental': false, 'new': [], 'gone': [], 'batches': none, 'as_of': none} %}
+    {%- if not execute %}
         {{- return(full) }}
     {%- endif %}
-    {%- set ledger = adapter.get_relation(database=this.database, schema=staging_state_schema(), identifier='staging_state') %}
+    {%- if identifier is none %}
+        {%- if not is_incremental() %}
+            {{- return(full) }}
+        {%- endif %}
+        {%- set identifier = this.identifier %}
+    {%- elif adapter.get_relation(database=target.database, schema=staging_state_schema(), identifier=identifier) is none %}
+        {{- return(full) }}
+    {%- endif %}
+    {%- set ledger = adapter.get_relation(database=target.database, schema=staging_state_schema(), identifier='staging_state') %}
     {%- if ledger is none %}
         {{- return(full) }}
     {%- endif %}
@@ -62,17 +75,19 @@
             s.version,
             coalesce((select string_agg(b::text, ',' order by b) from visible where b <> all(s.batches)), ''),
             coalesce((select string_agg(g::text, ',' order by g) from unnest(s.batches) as g
-                      where g not in (select b from visible)), '')
+                      where g not in (select b from visible)), ''),
+            array_to_string(s.batches, ','),
+            s.as_of_date::text
         from {{ staging_state_ledger() }} as s
-        where s.model = {{ sql_literal(this.identifier) }}
+        where s.model = {{ sql_literal(identifier) }}
     {%- endset %}
     {%- set rows = run_query(query).rows %}
-    {%- if rows | length == 0 or rows[0][0] != staging_state_fingerprint() %}
+    {%- if rows | length == 0 or rows[0][0] != staging_state_fingerprint(identifier if identifier != this.identifier else none) %}
         {{- return(full) }}
     {%- endif %}
     {%- set new = rows[0][1].split(',') | reject('equalto', '') | map('int') | list %}
     {%- set gone = rows[0][2].split(',') | reject('equalto', '') | map('int') | list %}
-    {{- return({'incremental': true, 'new': new, 'gone': gone}) }}
+    {{- return({'incremental': true, 'new': new, 'gone': gone, 'batches': rows[0][3], 'as_of': rows[0][4]}) }}
 {%- endmacro %}
 
 {% macro staging_key() -%}
@@ -145,15 +160,17 @@
     {%- endif %}
 {%- endmacro %}
 
-{% macro staging_state_record() -%}
+{% macro staging_state_record(unique=true) -%}
     {#- post-hook, in the model's transaction: drop the kept rows of batches the run does not see
         (their keys have no visible row left, or were decided again above), index the key, and
-        record the batches the table now stands for. -#}
+        record the batches the table now stands for. Per-customer models (unique=false) are never
+        advanced past a batch that is gone: they are rebuilt instead. -#}
     {%- set plan = staging_state_plan() %}
-    {%- if plan.gone %}
+    {%- if plan.gone and unique %}
     delete from {{ this }} where _batch_id in ({{ id_list(plan.gone) }});
     {%- endif %}
-    create unique index if not exists {{ adapter.quote(this.identifier ~ '__key') }} on {{ this }} ({{ staging_key() | join(', ') }});
+    create {{ 'unique ' if unique }}index if not exists {{ adapter.quote(this.identifier ~ '__key') }}
+        on {{ this }} ({{ (staging_key() if unique else ['customer_id']) | join(', ') }});
     insert into {{ staging_state_ledger() }} (model, version, batches, as_of_date, run_id)
     values (
         {{ sql_literal(this.identifier) }}, {{ sql_literal(staging_state_fingerprint()) }},
@@ -163,4 +180,30 @@
     on conflict (model) do update set
         version = excluded.version, batches = excluded.batches, as_of_date = excluded.as_of_date,
         run_id = excluded.run_id, updated_at = now()
+{%- endmacro %}
+
+{#- Per-customer state (int_orders__valued, int_customers__purchase_days in the state schema):
+    rows keyed by customer; a run deletes the rows of the customers it touched
+    (int_customers__touched) and inserts them again, computed from staging. Only when the model
+    stood for the same batches as int_orders__valued did when the touched customers were found
+    (and its code is unchanged, nothing it folded in is gone): else it is rebuilt whole. -#}
+
+{% macro customer_state_incremental() -%}
+    {%- set plan = staging_state_plan() %}
+    {%- if not plan.incremental or plan.gone %}
+        {{- return(false) }}
+    {%- endif %}
+    {%- set found = run_query("select from_batches from " ~ ref('int_customers__touched') ~ " where customer_id is null").rows %}
+    {{- return(found | length == 1 and found[0][0] == plan.batches) }}
+{%- endmacro %}
+
+{% macro customer_state_prepare() -%}
+    {#- pre-hook: take out the touched customers' rows, or everything when the model is rebuilt -#}
+    {%- if execute and is_incremental() %}
+        {%- if customer_state_incremental() %}
+    delete from {{ this }} where customer_id in (select customer_id from {{ ref('int_customers__touched') }})
+        {%- else %}
+    truncate {{ this }}
+        {%- endif %}
+    {%- endif %}
 {%- endmacro %}

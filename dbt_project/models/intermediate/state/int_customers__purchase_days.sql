@@ -1,10 +1,16 @@
 -- One row per customer and day with a net-positive purchase: several orders on one day count
--- as one purchase occasion (the convention of RFM frequency and of BG/NBD).
+-- as one purchase occasion (the convention of RFM frequency and of BG/NBD). Per-customer state,
+-- like int_orders__valued: only the touched customers' days are computed again.
+-- depends_on: {{ ref('int_customers__touched') }}
 with
 
 orders as (
     select * from {{ ref('int_orders__valued') }}
-    where is_purchase
+    where
+        is_purchase
+        {%- if customer_state_incremental() %}
+        and customer_id in (select customer_id from {{ ref('int_customers__touched') }})
+        {%- endif %}
 ),
 
 days as (

@@ -1,12 +1,19 @@
 -- Every order valued net of cancellations and refunds: what the customer really paid and what
 -- it earned. Pending orders carry no value until they complete; a `refunded` order without
--- refund rows counts as fully refunded.
+-- refund rows counts as fully refunded. Per-customer state: a run values again only the orders of
+-- the customers it touched (int_customers__touched, macros/staging_state.sql).
+-- depends_on: {{ ref('int_customers__touched') }}
+{%- set only_touched = customer_state_incremental() %}
 with
 
 orders as (
     -- staging holds every visible version; the run date bounds what happened
     select * from {{ ref('stg_sales__orders') }}
-    where order_date <= {{ as_of() }}
+    where
+        order_date <= {{ as_of() }}
+        {%- if only_touched %}
+        and customer_id in (select customer_id from {{ ref('int_customers__touched') }})
+        {%- endif %}
 ),
 
 items as (
@@ -16,6 +23,9 @@ items as (
         bool_or(coalesce(items.unit_cost, products.unit_cost) is null) as has_unknown_cost
     from {{ ref('stg_sales__order_items') }} as items
     left join {{ ref('stg_sales__products') }} as products on items.product_id = products.product_id
+    {%- if only_touched %}
+    where items.order_id in (select order_id from orders)
+    {%- endif %}
     group by items.order_id
 ),
 
@@ -24,7 +34,11 @@ refunds as (
         order_id,
         sum(amount) as refunded_amount
     from {{ ref('stg_sales__refunds') }}
-    where refunded_date <= {{ as_of() }}
+    where
+        refunded_date <= {{ as_of() }}
+        {%- if only_touched %}
+        and order_id in (select order_id from orders)
+        {%- endif %}
     group by order_id
 ),
 
