@@ -55,8 +55,8 @@ select
     null::text as customer_id,
     {{ sql_literal(plan.batches) }}::text as from_batches
 {%- else %}
-select
-    null::text as customer_id,
-    null::text as from_batches
-where false
+    select
+        null::text as customer_id,
+        null::text as from_batches
+    where false
 {%- endif %}

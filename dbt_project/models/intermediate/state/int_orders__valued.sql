@@ -9,11 +9,7 @@ with
 orders as (
     -- staging holds every visible version; the run date bounds what happened
     select * from {{ ref('stg_sales__orders') }}
-    where
-        order_date <= {{ as_of() }}
-        {%- if only_touched %}
-        and customer_id in (select customer_id from {{ ref('int_customers__touched') }})
-        {%- endif %}
+    where order_date <= {{ as_of() }}{% if only_touched %} and customer_id in (select customer_id from {{ ref('int_customers__touched') }}){% endif %}
 ),
 
 items as (
@@ -34,11 +30,7 @@ refunds as (
         order_id,
         sum(amount) as refunded_amount
     from {{ ref('stg_sales__refunds') }}
-    where
-        refunded_date <= {{ as_of() }}
-        {%- if only_touched %}
-        and order_id in (select order_id from orders)
-        {%- endif %}
+    where refunded_date <= {{ as_of() }}{% if only_touched %} and order_id in (select order_id from orders){% endif %}
     group by order_id
 ),
 
