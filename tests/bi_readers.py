@@ -92,6 +92,10 @@ class BiReaders:
         # a BI session left idle inside a transaction, holding read locks on views and tables
         self._idle = psycopg.connect(self.url, application_name="idle bi session")
         self._idle.execute("set lock_timeout = '2s'")
+        # a BI tool's session, not the pipeline's: PGOPTIONS inherited from a pipeline step in this
+        # process must not end it (the pipeline's idle-in-transaction timeout is 10 min, which a
+        # slow machine's four publishes can outlast)
+        self._idle.execute("set idle_in_transaction_session_timeout = 0")
         self._idle.execute(f"select count(*) from {self.schema}.customer_tier_latest t "
                            f"join {self.schema}.customer_value_latest v using (customer_id)").fetchone()
         for _ in range(self.sessions):
