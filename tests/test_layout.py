@@ -140,3 +140,34 @@ def test_no_test_module_imports_another():
             if any(name.rsplit(".", 1)[-1].startswith("test_") for name in names):
                 offenders.append(str(path.relative_to(PROJECT_ROOT)))
     assert not offenders, "test modules imported by others: " + ", ".join(sorted(set(offenders)))
+
+
+MODELS = PROJECT_ROOT / "dbt_project" / "models"
+SOURCE_CALL = re.compile(r"source\(\s*'([a-z_]+)'\s*,\s*'([a-z_]+)'\s*\)")
+
+
+def test_staging_is_one_folder_per_source_system_reading_only_its_own_source():
+    staged = sorted(MODELS.glob("staging/**/stg_*.sql"))
+    assert staged
+    for path in staged:
+        system = path.name.removeprefix("stg_").split("__")[0]
+        assert path.parent.name == system, f"{path.relative_to(MODELS)} belongs in staging/{system}/"
+        assert {name for name, _ in SOURCE_CALL.findall(path.read_text())} == {system}, path.name
+
+
+def test_every_reader_of_the_previous_publication_names_it_for_dbts_lineage():
+    """The marts' memory (adapter.get_relation on publish_schema, published_snapshots) shows in
+    dbt's lineage through `-- depends_on:` sources of the source `published`."""
+    readers = {}
+    for path in MODELS.rglob("*.sql"):
+        text = path.read_text()
+        read = set(re.findall(r"published_snapshots\('([a-z_]+)'", text))
+        read |= set(re.findall(r"schema=var\('publish_schema'\), identifier='([a-z_]+)'", text))
+        if "history_extends_publication(" in text:
+            read.add("publication_log")
+        if read:
+            named = {table for source, table in SOURCE_CALL.findall(text) if source == "published"}
+            readers[path.name] = (read, named)
+    assert readers, "no model reads the previous publication"
+    missing = {name: sorted(read - named) for name, (read, named) in readers.items() if read - named}
+    assert not missing, f"models reading the publication without naming it as a source: {missing}"

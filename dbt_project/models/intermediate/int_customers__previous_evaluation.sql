@@ -1,3 +1,4 @@
+-- depends_on: {{ source('published', 'customer_tier') }}, {{ source('published', 'customer_lifecycle') }}
 -- Each customer's latest published evaluation before the run date: the memory that hysteresis,
 -- "previous tier/stage" and "stage entered on" need. Read from the latest publication before the
 -- run date (one slice, not every snapshot so far: every customer known then is in it). Empty on

@@ -1,3 +1,4 @@
+-- depends_on: {{ source('published', 'customer_tier') }}
 -- The published customer_tier evaluations the events, the migration matrix and the KPIs compare
 -- this run with: the latest publication before the run's date and the latest on or before the
 -- start of the KPI churn period (two slices, not every snapshot so far). Ephemeral, so dbt unit

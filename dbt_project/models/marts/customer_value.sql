@@ -16,7 +16,7 @@ interactions as (
     select
         customer_id,
         count(*) as interactions_365d,
-        {%- for channel in ['phone', 'email', 'wechat', 'visit', 'web', 'social', 'event', 'other'] %}
+        {%- for channel in interaction_channels(with_other=true) %}
             count(*) filter (where channel = {{ sql_literal(channel) }}) as interactions_{{ channel }}_365d,
         {%- endfor %}
         max(occurred_date) as last_interaction_date
@@ -102,7 +102,7 @@ joined as (
         coalesce(orders.cancelled_orders_lifetime, 0) as cancelled_orders_lifetime,
         coalesce(orders.refunded_amount_lifetime, 0)::numeric(18, 2) as refunded_amount_lifetime,
         coalesce(interactions.interactions_365d, 0) as interactions_365d,
-        {%- for channel in ['phone', 'email', 'wechat', 'visit', 'web', 'social', 'event', 'other'] %}
+        {%- for channel in interaction_channels(with_other=true) %}
             coalesce(interactions.interactions_{{ channel }}_365d, 0) as interactions_{{ channel }}_365d,
         {%- endfor %}
         interactions.last_interaction_date,
@@ -182,7 +182,7 @@ final as (
         scored.cancelled_orders_lifetime,
         scored.refunded_amount_lifetime,
         scored.interactions_365d,
-        {%- for channel in ['phone', 'email', 'wechat', 'visit', 'web', 'social', 'event', 'other'] %}
+        {%- for channel in interaction_channels(with_other=true) %}
             scored.interactions_{{ channel }}_365d,
         {%- endfor %}
         scored.last_interaction_date,

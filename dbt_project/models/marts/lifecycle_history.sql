@@ -1,3 +1,4 @@
+-- depends_on: {{ source('published', 'lifecycle_history') }}, {{ source('published', 'publication_log') }}
 -- Lifecycle stage history as a type-2 slowly changing dimension: one row per customer and
 -- uninterrupted stretch of one stage (the same gaps-and-islands as tier_history). A run dated
 -- after every publication extends the published history with this run's stages; otherwise

@@ -1,3 +1,4 @@
+-- depends_on: {{ source('published', 'customer_tier') }}, {{ source('published', 'tier_history') }}, {{ source('published', 'publication_log') }}
 -- Tier history as a type-2 slowly changing dimension: one row per customer and uninterrupted
 -- stretch of one tier. A run dated after every publication extends the published history with
 -- this run's tiers (a day costs the customers, not the snapshots so far); otherwise (first run,
