@@ -15,7 +15,7 @@ import stat
 import uuid
 from datetime import date
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -93,60 +93,82 @@ def world(server_url, tmp_path_factory):
         conn.execute(sql.SQL("create role {} login createrole password {}").format(sql.Identifier(role),
                                                                                    sql.Literal(password)))
         conn.execute(sql.SQL("create database {} owner {}").format(sql.Identifier(database), sql.Identifier(role)))
+    # the server's own address (a host and port, or the embedded server's socket in `?host=`), this
+    # role and database, and the password given the way the issue found it leaking: `?password=`
     server = urlsplit(server_url)
-    url = f"postgresql://{role}@{server.hostname}:{server.port or 5432}/{database}?password={password}"
+    address = f"{server.hostname}:{server.port or 5432}" if server.hostname else ""
+    query = [(k, v) for k, v in parse_qsl(server.query) if k not in ("user", "password")]
+    url = urlunsplit(("postgresql", f"{role}@{address}", f"/{database}",
+                      urlencode([*query, ("password", password)], safe="/"), ""))
     admin = warehouse.with_database(server_url, database)  # the scans read as the superuser: nothing hidden
     patch = pytest.MonkeyPatch()
-    patch.setenv(warehouse.ENV_URL, url)
-    patch.setenv("TIERLINE_HOME", str(root / "home"))
-    patch.setenv("TIERLINE_RETRY_DELAY_SECONDS", "1")
-    crm_secrets = {"client_secret": f"cs-{uuid.uuid4().hex}", "refresh_token": f"rt-{uuid.uuid4().hex}"}
-    emulator = CrmEmulator(**crm_secrets).__enter__()
-    cfg = settings_with(root, push=UPSERT)
-    emulator.define_module(MODULE, zoho_module(cfg))
-    for name, value in {**emulator.env(), crm_config.ENV_CONFIG: str(cfg.path)}.items():
-        patch.setenv(name, value)
+    emulator = None
+    try:  # a setup that fails must not leave its environment (the warehouse URL, the CRM config) to later modules
+        patch.setenv(warehouse.ENV_URL, url)
+        patch.setenv("TIERLINE_HOME", str(root / "home"))
+        patch.setenv("TIERLINE_RETRY_DELAY_SECONDS", "1")
+        crm_secrets = {"client_secret": f"cs-{uuid.uuid4().hex}", "refresh_token": f"rt-{uuid.uuid4().hex}"}
+        emulator = CrmEmulator(**crm_secrets)
+        emulator.__enter__()
+        cfg = settings_with(root, push=UPSERT)
+        emulator.define_module(MODULE, zoho_module(cfg))
+        for name, value in {**emulator.env(), crm_config.ENV_CONFIG: str(cfg.path)}.items():
+            patch.setenv(name, value)
 
-    landing = root / "landing"
-    generate.generate(landing, customers=120, days=2, seed=5, start_date=DAY1, progress=False)
-    day1, day2 = landing / DAY1.isoformat(), landing / DAY2.isoformat()
-    _, customers = read_rows(day1 / "crm_customers.csv")
-    _, orders = read_rows(day1 / "sales_orders.csv")
-    buyers = {o["customer_id"] for o in orders}
-    victim = next(c for c in customers if c["customer_id"] in buyers and c["phone"] and c["email"]
-                  and c["customer_name"].strip())
-    vid = victim["customer_id"]
-    # a bad line about them (quarantined with its raw text), and the next day's extract carrying them again
-    append_row(day1 / "crm_interactions.csv", {"interaction_id": f"I-BAD-{tag}", "customer_id": vid,
-                                               "channel": "phone", "occurred_at": "not a time"})
-    append_row(day2 / "crm_customers.csv", {**victim, "updated_at": f"{DAY2} 09:00:00"})
-    append_row(day2 / "crm_interactions.csv", {"interaction_id": f"I-NEW-{tag}", "customer_id": vid,
-                                               "channel": "wechat", "occurred_at": f"{DAY2} 08:00:00"})
-    needles = [vid, victim["customer_name"].strip(), victim["phone"].strip(), victim["email"].strip(),
-               re.sub(r"\D", "", victim["phone"])[-11:]]
-    pattern = whole_words(needles)
-    world = {"url": url, "admin": admin, "root": root, "landing": landing, "victim": victim, "pattern": pattern,
-             "secrets": [password, *crm_secrets.values()], "password": password}
+        landing = root / "landing"
+        generate.generate(landing, customers=120, days=2, seed=5, start_date=DAY1, progress=False)
+        day1, day2 = landing / DAY1.isoformat(), landing / DAY2.isoformat()
+        _, customers = read_rows(day1 / "crm_customers.csv")
+        _, orders = read_rows(day1 / "sales_orders.csv")
+        buyers = {o["customer_id"] for o in orders}
+        victim = next(c for c in customers if c["customer_id"] in buyers and c["phone"] and c["email"]
+                      and c["customer_name"].strip())
+        vid = victim["customer_id"]
+        # a bad line about them (quarantined with its raw text), and the next day's extract carrying them again
+        append_row(day1 / "crm_interactions.csv", {"interaction_id": f"I-BAD-{tag}", "customer_id": vid,
+                                                   "channel": "phone", "occurred_at": "not a time"})
+        append_row(day2 / "crm_customers.csv", {**victim, "updated_at": f"{DAY2} 09:00:00"})
+        append_row(day2 / "crm_interactions.csv", {"interaction_id": f"I-NEW-{tag}", "customer_id": vid,
+                                                   "channel": "wechat", "occurred_at": f"{DAY2} 08:00:00"})
+        needles = [vid, victim["customer_name"].strip(), victim["phone"].strip(), victim["email"].strip(),
+                   re.sub(r"\D", "", victim["phone"])[-11:]]
+        pattern = whole_words(needles)
+        world = {"url": url, "admin": admin, "root": root, "landing": landing, "victim": victim, "pattern": pattern,
+                 "secrets": [password, *crm_secrets.values()], "password": password}
 
-    world["day1"] = cli.run(landing, DAY1, quiet=True)
-    world["dry_run"] = cli.main(["crm-sync", "--dry-run"])
-    world["crm_sync"] = cli.main(["crm-sync"])
-    folders = [settings.landing_area(), settings.runs_dir(), settings.home() / "crm"]
-    world["before"] = {"warehouse": warehouse_hits(admin, pattern), "files": file_hits(folders, pattern)}
-    world["forget"] = cli.main(["forget", "--customer-id", vid, "--reason",
-                                f"PIPL request by {victim['customer_name'].strip()}, ticket 42"])
-    world["after"] = {"warehouse": warehouse_hits(admin, pattern), "files": file_hits(folders, pattern)}
+        world["day1"] = cli.run(landing, DAY1, quiet=True)
+        world["dry_run"] = cli.main(["crm-sync", "--dry-run"])
+        world["crm_sync"] = cli.main(["crm-sync"])
+        folders = [settings.landing_area(), settings.runs_dir(), settings.home() / "crm"]
+        world["before"] = {"warehouse": warehouse_hits(admin, pattern), "files": file_hits(folders, pattern)}
+        world["forget"] = cli.main(["forget", "--customer-id", vid, "--reason",
+                                    f"PIPL request by {victim['customer_name'].strip()}, ticket 42"])
+        world["after"] = {"warehouse": warehouse_hits(admin, pattern), "files": file_hits(folders, pattern)}
 
-    ctx = pipeline.context(DAY2, "day2 after forget", landing)
-    for stage, *args in STAGES:
-        getattr(pipeline, stage)(ctx, *args)
-    world["day2_ctx"] = ctx
-    yield world
-    emulator.__exit__(None, None, None)
-    patch.undo()
-    warehouse.drop_database(admin)
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(role)))
+        ctx = pipeline.context(DAY2, "day2 after forget", landing)
+        for stage, *args in STAGES:
+            getattr(pipeline, stage)(ctx, *args)
+        world["day2_ctx"] = ctx
+        yield world
+    finally:
+        if emulator is not None:
+            emulator.__exit__(None, None, None)
+        patch.undo()
+        warehouse.drop_database(admin)
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            # the role created the shared access groups' memberships when it published first; from
+            # PostgreSQL 16 on they are recorded as its grants and must outlive it: granted again by
+            # the superuser, then its own dropped with it
+            memberships = conn.execute(
+                "select roleid::regrole::text, member::regrole::text, admin_option from pg_auth_members "
+                "where grantor = (select oid from pg_roles where rolname = %s) and member <> grantor", (role,)
+            ).fetchall()
+            for group, member, with_admin in memberships:
+                conn.execute(sql.SQL("grant {} to {}" + (" with admin option" if with_admin else "")).format(
+                    sql.Identifier(group), sql.Identifier(member)))
+            if conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone():
+                conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(role)))
 
 
 def test_the_run_published_and_the_person_was_everywhere_before(world):
@@ -216,7 +238,7 @@ def test_no_file_the_run_leaves_holds_the_password_or_a_crm_secret(world):
              for secret in world["secrets"] if secret.encode() in p.read_bytes()}
     assert leaks == set()
     [summary] = settings.runs_dir().glob(f"{DAY1}/*/summary.json")
-    assert json.loads(summary.read_text())["warehouse"].endswith("?password=***")
+    assert json.loads(summary.read_text())["warehouse"].endswith("password=***")
 
 
 def test_the_state_the_run_leaves_is_its_owners_only(world):
