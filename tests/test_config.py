@@ -63,7 +63,7 @@ def test_every_configured_value_the_models_read_reaches_dbt(tmp_path):
     cfg = config.load(write_config(tmp_path, {"currency": "USD"}))
     assert cfg.dbt_vars()["currency"] == "USD"
     # the models read it without a default of their own: the configuration is its one home
-    model = (settings.DBT_PROJECT_DIR / "models" / "staging" / "stg_sales__orders.sql").read_text()
+    model = (settings.DBT_PROJECT_DIR / "models" / "staging" / "sales" / "stg_sales__orders.sql").read_text()
     assert "var('currency')" in model.replace('"', "'") and "CNY" not in model
 
 
