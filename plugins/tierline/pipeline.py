@@ -258,6 +258,8 @@ def publish(ctx: RunContext):
                 expected_state=runs.recorded_publication_state(conn, ctx),
                 in_transaction=lambda: runs.mark_published(conn, ctx), access=ctx.config.access)
             conn.commit()
+            publish_module.analyze(conn, publication, ctx.schemas["analytics"],
+                                   ctx.config.publish.lock_timeout_seconds)
             with conn.transaction():
                 runs.finish_published(conn, ctx)
         return publication
