@@ -418,3 +418,18 @@ def test_the_parser_fallback_loads_exactly_what_copy_loads(tmp_path, warehouse_u
     assert [(q[1], q[2]) for q in quarantine(warehouse_url)] == [
         (7, "missing required value in customer_name"), (7, "missing required value in customer_name"),
         (8, "control character U+0001 in customer_name")]
+
+
+def test_the_planner_knows_the_batch_a_load_added(land_and_load, warehouse_url):
+    """Staging reads a day's new rows by batch; without fresh statistics a new batch is estimated at
+    a handful of rows (at 100k customers, the 10% day's incremental staging ran for minutes)."""
+    header = "customer_id,customer_name,customer_type,created_at,updated_at\n"
+    for day, first in ((date(2026, 11, 1), 0), (date(2026, 11, 2), 2000)):
+        rows = "".join(f"C{n:06d},name {n},individual,2025-01-01,2025-01-01\n" for n in range(first, first + 2000))
+        land_and_load({"crm_customers.csv": header + rows}, day)
+    with warehouse.connect(warehouse_url) as conn:
+        batch = conn.execute("select max(batch_id) from raw.crm_customers").fetchone()[0]
+        query = "select * from raw.crm_customers where batch_id in (%s)"
+        estimated = conn.execute("explain (format json) " + query, (batch,)).fetchone()[0][0]["Plan"]["Plan Rows"]
+        actual = conn.execute(f"select count(*) from ({query}) as batch", (batch,)).fetchone()[0]
+    assert actual == 2000 and estimated >= actual / 2, (estimated, actual)

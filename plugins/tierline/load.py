@@ -398,6 +398,10 @@ def commit_file(conn, entity: contract.Entity, prepared: _Prepared, target: _Tar
             (target.batch_id, target.as_of, entity.file_name, prepared.sha256, shape.encoding, read, loaded,
              quarantined, shape.ignored_columns, json.dumps(soft), target.run_id))
         conn.execute("drop table tl_checked")
+    if loaded:
+        # the batch is a value raw's statistics have never seen: staging's incremental read of it
+        # (batch_id in (...)) was estimated at a handful of rows and ran for minutes at 100k customers
+        warehouse.analyze(conn, RAW, entity.name)
     return FileLoad(entity.file_name, shape.encoding, read, loaded, quarantined, shape.ignored_columns, soft,
                     round(prepared.seconds + time.perf_counter() - started, 3), prepared.how)
 

@@ -31,7 +31,7 @@ import psycopg
 from psycopg import sql
 
 from tierline import access as access_module
-from tierline import batches
+from tierline import batches, warehouse
 from tierline.assets import (
     ALL_PUBLISHED_TABLES,
     CURRENT_TABLES,
@@ -306,19 +306,11 @@ def _verify(conn, *, build_schema: str, schema: str, as_of: date, run_id: str, e
 
 
 def analyze(conn, publication: Publication, schema: str, lock_timeout: float = 5) -> None:
-    """Refresh the planner's statistics of the tables a committed publication wrote. A snapshot
-    table's new date is a value the statistics have never seen: estimated at about one row, a join
-    of two 100,000-row slices ran as a nested loop for minutes (the run report, measured at 100k).
-    ANALYZE conflicts with no reader or writer of the data; one another ANALYZE (autovacuum's)
-    holds is skipped after ``lock_timeout`` (autovacuum is then analysing it anyway)."""
-    _idle(conn)
+    """Refresh the statistics of the tables a committed publication wrote (warehouse.analyze): a
+    snapshot table's new date was estimated at ~3 rows, and the run report's join of two
+    100,000-row slices ran as a nested loop for minutes."""
     for table in publication.rows:
-        try:
-            with conn.transaction():
-                conn.execute(sql.SQL("set local lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout * 1000)}ms")))
-                conn.execute(sql.SQL("analyze {}.{}").format(ident(published_schema(table, schema)), ident(table)))
-        except psycopg.errors.LockNotAvailable:
-            continue
+        warehouse.analyze(conn, published_schema(table, schema), table, lock_timeout)
 
 
 def publish(conn, *, build_schema: str, schema: str, as_of: date, run_id: str, tier_spec_version: str,

@@ -175,3 +175,20 @@ def redacted(warehouse_url: str) -> str:
                          for k, eq, v in pairs)
     return (f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if parts.query else "")
             + (f"#{parts.fragment}" if parts.fragment else ""))
+
+
+def analyze(conn, schema: str, table: str, lock_timeout: float = 5) -> bool:
+    """Refresh the planner's statistics of a table just written, in a short transaction of its own
+    (the caller's is committed). Rows of a value the statistics have never seen (a new batch, a new
+    published date) are otherwise estimated at a handful, and joins over them become nested loops
+    that run for minutes. ANALYZE conflicts with no reader or writer of the data; when another
+    ANALYZE (autovacuum's) holds the table past ``lock_timeout``, it is left to that one (False)."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.commit()
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("set local lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout * 1000)}ms")))
+            conn.execute(sql.SQL("analyze {}.{}").format(sql.Identifier(schema), sql.Identifier(table)))
+        return True
+    except psycopg.errors.LockNotAvailable:
+        return False
