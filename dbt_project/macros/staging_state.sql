@@ -37,11 +37,12 @@
 {%- endmacro %}
 
 {% macro staging_state_fingerprint(identifier=none) -%}
-    {#- of this model, or of the model `identifier` -#}
-    {%- set code = model.raw_code if identifier is none else
-        (graph.nodes.values() | selectattr('name', 'equalto', identifier) | first).raw_code %}
-    {{- return(local_md5(staging_state_version() ~ '|' ~ code ~ '|' ~ var('business_timezone')
-        ~ '|' ~ var('currency', 'CNY'))) -}}
+    {#- of this model, or of the model `identifier`: its code and its key (set in its properties;
+        a node without one reads it as null or undefined depending on where it is read from) -#}
+    {%- set node = model if identifier is none else
+        (graph.nodes.values() | selectattr('name', 'equalto', identifier) | first) %}
+    {{- return(local_md5(staging_state_version() ~ '|' ~ node.raw_code ~ '|' ~ (node.config.unique_key or '')
+        ~ '|' ~ var('business_timezone') ~ '|' ~ var('currency', 'CNY'))) -}}
 {%- endmacro %}
 
 {% macro staging_visible_batches() -%}
@@ -103,6 +104,11 @@
 {% macro id_array(ids) -%}
     {#- for `x <> all(...)`: an empty array excludes nothing -#}
     {%- if ids | length == 0 %}'{}'::bigint []{% else %}array[{{ ids | join(', ') }}]::bigint []{% endif %}
+{%- endmacro %}
+
+{% macro staging_lineage_columns() -%}
+    {#- the raw row each staging row comes from: its batch, extract and line -#}
+    _extract_date, _line_no, batch_id as _batch_id
 {%- endmacro %}
 
 {% macro latest_version(relation, order_by='updated_at desc') -%}

@@ -4,7 +4,6 @@
 -- this run's tiers (a day costs the customers, not the snapshots so far); otherwise (first run,
 -- re-run of a published date, full refresh) it is rebuilt from every published tier snapshot
 -- plus this run's tiers. Both give the same rows.
-{%- set published = adapter.get_relation(database=target.database, schema=var('publish_schema'), identifier='customer_tier') %}
 {%- set extend = history_extends_publication('tier_history') %}
 with
 
@@ -77,18 +76,10 @@ current_run as (
 
     snapshots as (
         select * from current_run
-        {%- if published is not none %}
-            union all
-            select
-                customer_id,
-                as_of_date,
-                tier,
-                tier_reason,
-                is_overridden,
-                tier_spec_version
-            from {{ published }}
-            where as_of_date <> {{ as_of() }}
-        {%- endif %}
+        union all
+        {{ published_snapshots('customer_tier', [
+            ('customer_id', 'text'), ('as_of_date', 'date'), ('tier', 'text'), ('tier_reason', 'text'),
+            ('is_overridden', 'boolean'), ('tier_spec_version', 'text')]) }}
     ),
 
     islands as (

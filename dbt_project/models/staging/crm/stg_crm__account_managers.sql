@@ -1,4 +1,3 @@
-{{ config(unique_key='manager_id') }}
 with
 
 source as (
@@ -12,9 +11,7 @@ final as (
         upper({{ clean_code('branch_code') }}) as branch_code,
         nullif(lower({{ clean_text('email') }}), '') as email,
         updated_at,
-        _extract_date,
-        _line_no,
-        batch_id as _batch_id
+        {{ staging_lineage_columns() }}
     from source
 )
 

@@ -1,4 +1,3 @@
-{{ config(unique_key='customer_id') }}
 with
 
 source as (
@@ -35,9 +34,7 @@ final as (
         {{ local_date('created_at') }} as created_date,
         updated_at,
         _extract_date as extract_date,
-        _extract_date,
-        _line_no,
-        batch_id as _batch_id
+        {{ staging_lineage_columns() }}
     from phones
 )
 

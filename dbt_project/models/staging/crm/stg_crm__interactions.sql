@@ -1,4 +1,3 @@
-{{ config(unique_key='interaction_id') }}
 with
 
 source as (
@@ -24,9 +23,7 @@ final as (
         {{ clean_code('interaction_type') }} as interaction_type,
         occurred_at,
         {{ local_date('occurred_at') }} as occurred_date,
-        _extract_date,
-        _line_no,
-        batch_id as _batch_id
+        {{ staging_lineage_columns() }}
     from coded
 )
 

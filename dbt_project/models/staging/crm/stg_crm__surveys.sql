@@ -1,4 +1,3 @@
-{{ config(unique_key='survey_id') }}
 with
 
 source as (
@@ -13,9 +12,7 @@ final as (
         {{ local_date('answered_at') }} as answered_date,
         nps::integer as nps,
         csat::integer as csat,
-        _extract_date,
-        _line_no,
-        batch_id as _batch_id
+        {{ staging_lineage_columns() }}
     from source
 )
 

@@ -1,4 +1,3 @@
-{{ config(unique_key='ticket_id') }}
 with
 
 source as (
@@ -20,9 +19,7 @@ final as (
             or {{ clean_text('category') }} like '%投诉%', false
         ) as is_complaint,
         updated_at,
-        _extract_date,
-        _line_no,
-        batch_id as _batch_id
+        {{ staging_lineage_columns() }}
     from source
 )
 

@@ -1,4 +1,3 @@
-{{ config(unique_key='customer_id') }}
 with
 
 source as (
@@ -14,9 +13,7 @@ final as (
         valid_to,
         {{ clean_text('set_by') }} as set_by,
         updated_at,
-        _extract_date,
-        _line_no,
-        batch_id as _batch_id
+        {{ staging_lineage_columns() }}
     from source
 )
 

@@ -1,4 +1,3 @@
-{{ config(unique_key=['order_id', 'line_no']) }}
 with
 
 source as (
@@ -13,9 +12,7 @@ final as (
         quantity,
         unit_price::numeric(18, 2) as unit_price,
         unit_cost::numeric(18, 2) as unit_cost,
-        _extract_date,
-        _line_no,
-        batch_id as _batch_id
+        {{ staging_lineage_columns() }}
     from source
 )
 

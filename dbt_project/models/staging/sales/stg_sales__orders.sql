@@ -1,4 +1,3 @@
-{{ config(unique_key='order_id') }}
 with
 
 source as (
@@ -19,9 +18,7 @@ final as (
         coalesce(discount_amount, 0)::numeric(18, 2) as discount_amount,
         net_amount::numeric(18, 2) as net_amount,
         updated_at,
-        _extract_date,
-        _line_no,
-        batch_id as _batch_id
+        {{ staging_lineage_columns() }}
     from source
 )
 

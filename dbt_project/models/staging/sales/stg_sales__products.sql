@@ -1,4 +1,3 @@
-{{ config(unique_key='product_id') }}
 with
 
 source as (
@@ -13,9 +12,7 @@ final as (
         list_price::numeric(18, 2) as list_price,
         unit_cost::numeric(18, 2) as unit_cost,
         updated_at,
-        _extract_date,
-        _line_no,
-        batch_id as _batch_id
+        {{ staging_lineage_columns() }}
     from source
 )
 

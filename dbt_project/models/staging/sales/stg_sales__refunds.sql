@@ -1,4 +1,3 @@
-{{ config(unique_key='refund_id') }}
 with
 
 source as (
@@ -12,9 +11,7 @@ final as (
         refunded_at,
         {{ local_date('refunded_at') }} as refunded_date,
         amount::numeric(18, 2) as amount,
-        _extract_date,
-        _line_no,
-        batch_id as _batch_id
+        {{ staging_lineage_columns() }}
     from source
 )
 
