@@ -10,8 +10,9 @@ connection string only reaches GX as a runtime variable, so no password is ever 
 GX takes seconds to import, so it is imported inside the functions that need it.
 
 With an ``out_dir`` (the run folder) a gate also keeps GX's own suites and validation results
-there (``gx_results/``) and rebuilds the run's GX Data Docs site (``gx_docs/index.html``), which
-lists every gate the run has validated so far.
+there (``gx_results/``); ``build_data_docs`` renders the run's GX Data Docs site
+(``gx_docs/index.html``) from them, listing every gate the run has validated so far. The
+pipeline renders it once a run: after its last gate, or after the gate that failed.
 """
 
 from __future__ import annotations
@@ -103,7 +104,6 @@ class GateResult:
     checks: list[CheckResult]
     seconds: float
     report_path: Path | None = None
-    docs: dict | None = None  # the run's GX Data Docs site after this gate (path, seconds or error)
 
     @property
     def passed(self) -> bool:
@@ -220,18 +220,19 @@ def run_gate(
     result = GateResult(gate=gate, checks=checks, seconds=time.perf_counter() - started)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        result.docs = _build_data_docs(context, out_dir / DOCS_DIR)
         result.report_path = out_dir / f"gate_{gate}.json"
         result.report_path.write_text(result.to_json() + "\n", encoding="utf-8")
     return result
 
 
-def _build_data_docs(context, site: Path) -> dict:
-    """Rebuild the run's GX Data Docs site from the stores in the run folder (every gate so far).
-    A rendering failure is reported in the result, never fails the gate."""
+def build_data_docs(out_dir: Path) -> dict:
+    """Render the run's GX Data Docs site from the suites and results the gates kept in the run
+    folder ``out_dir`` (every gate so far; 1-2 s, no warehouse needed). A rendering failure is
+    reported in the result, never raised: the site is for reading the run."""
     started = time.perf_counter()
+    site = Path(out_dir) / DOCS_DIR
     try:
-        context.build_data_docs(site_names=[DOCS_SITE])
+        _ephemeral_context(Path(out_dir), {}).build_data_docs(site_names=[DOCS_SITE])
     except Exception as exc:
         log.warning("GX Data Docs were not built: %s", exc)
         return {"path": str(site), "seconds": round(time.perf_counter() - started, 2), "error": str(exc)}
@@ -369,12 +370,6 @@ def _gx_context(warehouse_url: str, schemas: dict[str, str], schema_keys: set[st
     """One ephemeral context with one PostgreSQL datasource per logical schema the gate reads;
     with ``out_dir``, its suites and validation results are kept there and it has the Data Docs
     site (``_docs_stores``)."""
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import (
-        DataContextConfig,
-        InMemoryStoreBackendDefaults,
-        ProgressBarsConfig,
-    )
     from great_expectations.datasource.fluent.interfaces import TestConnectionError
     from sqlalchemy.engine import make_url
 
@@ -390,15 +385,7 @@ def _gx_context(warehouse_url: str, schemas: dict[str, str], schema_keys: set[st
             hide_password=False
         )
 
-    # The default ephemeral config reserves a temporary data-docs folder and logs it at INFO, and
-    # draws tqdm bars on stderr: neither is wanted in task logs, and data docs are not built.
-    defaults = InMemoryStoreBackendDefaults()
-    config = DataContextConfig(
-        store_backend_defaults=defaults,
-        progress_bars=ProgressBarsConfig(globally=False),
-        **(_docs_stores(defaults, out_dir) if out_dir is not None else {}),
-    )
-    context = gx.get_context(mode="ephemeral", project_config=config, runtime_environment=variables)
+    context = _ephemeral_context(out_dir, variables)
     datasources = {}
     for key in sorted(schema_keys):
         # Adding a datasource connects to it. An unreachable warehouse is an operational error
@@ -412,6 +399,25 @@ def _gx_context(warehouse_url: str, schemas: dict[str, str], schema_keys: set[st
                 f"quality gate cannot connect to {warehouse.redacted(warehouse_url)}: {_root_cause(exc)}"
             ) from exc
     return context, datasources
+
+
+def _ephemeral_context(out_dir: Path | None, variables: dict[str, str]):
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    # The default ephemeral config reserves a temporary data-docs folder and logs it at INFO, and
+    # draws tqdm bars on stderr: neither is wanted in task logs.
+    defaults = InMemoryStoreBackendDefaults()
+    config = DataContextConfig(
+        store_backend_defaults=defaults,
+        progress_bars=ProgressBarsConfig(globally=False),
+        **(_docs_stores(defaults, out_dir) if out_dir is not None else {}),
+    )
+    return gx.get_context(mode="ephemeral", project_config=config, runtime_environment=variables)
 
 
 def _docs_stores(defaults, out_dir: Path) -> dict:

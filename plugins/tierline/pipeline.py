@@ -181,14 +181,23 @@ def gate(ctx: RunContext, gate_name: str) -> dict:
         try:
             result = gates.raise_for_result(
                 gates.run_gate(gate_name, ctx.warehouse_url, ctx.schemas, out_dir=ctx.run_dir, params=params))
-        except (gates.GateFailed, gates.GateConfigError) as exc:
+        except gates.GateFailed as exc:
+            gates.build_data_docs(ctx.run_dir)  # the run ends here: its site shows the failed checks
+            raise QualityGateFailed(str(exc)) from exc
+        except gates.GateConfigError as exc:
             raise QualityGateFailed(str(exc)) from exc
         return {"gate": gate_name, "passed": result.passed, "seconds": result.seconds,
-                "warnings": [c.description for c in result.warnings], "docs": result.docs}
+                "warnings": [c.description for c in result.warnings]}
+
+    def with_docs(outcome: dict) -> dict:
+        # the GX Data Docs site is rendered once a run, after its last gate (or the one that failed)
+        if f"gate_{gate_name}" == stages.LAST_GATE:
+            outcome["docs"] = gates.build_data_docs(ctx.run_dir)
+        return outcome
 
     def run():
         if gate_name != "marts":
-            return validate()
+            return with_docs(validate())
         from tierline import publish as publish_module
 
         # The marts gate audits the run's build tables and records what it audited (relation,
@@ -198,7 +207,7 @@ def gate(ctx: RunContext, gate_name: str) -> dict:
                 audited = publish_module.audit(conn, ctx.schemas["marts"], ctx.as_of)
                 outcome = validate()
                 publish_module.record_audit(conn, ctx.run_id, ctx.as_of, audited)
-        return {**outcome, "audited": {name: rows for name, (_oid, rows, _sum) in audited.items()}}
+        return with_docs({**outcome, "audited": {name: rows for name, (_oid, rows, _sum) in audited.items()}})
 
     return run_stage(ctx, f"gate_{gate_name}", run)
 

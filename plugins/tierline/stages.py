@@ -10,3 +10,4 @@ RUN = ("land_extracts", "load_raw", "gate_raw", "dbt_staging", "gate_staging", "
        "gate_marts", "publish", "report", "apply_retention")
 DAG_TASKS = (PREFLIGHT, *RUN)
 THROUGH_PUBLISH = RUN[: RUN.index("publish") + 1]
+LAST_GATE = [name for name in RUN if name.startswith("gate_")][-1]  # renders the run's GX Data Docs
