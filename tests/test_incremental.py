@@ -19,7 +19,7 @@ from datetime import date, timedelta
 import pytest
 from psycopg import sql
 
-from tierline import pipeline, warehouse
+from tierline import dbt, pipeline, warehouse
 from tierline.assets import PUBLISHED_TABLES
 from tierline.errors import QualityGateFailed
 from tierline_dev import generate
@@ -92,8 +92,13 @@ def chains(server_url, tmp_path_factory):
                                 run_day(DAYS[1], landing, full_refresh=False, attempt="-failed",
                                         fail_after_staging=True),
                                 run_day(DAYS[1], landing, full_refresh=False),
-                                run_day(DAYS[2], landing, full_refresh=False),
-                                run_day(DAYS[1], landing, full_refresh=False, attempt="-again")]
+                                run_day(DAYS[2], landing, full_refresh=False)]
+                    # a seed the ledger holds at another version (a release that changed it)
+                    state = contexts[0].schemas["state"]
+                    with warehouse.connect(url) as conn:
+                        conn.execute(sql.SQL("update {} set version = 'an older file' where model = %s").format(
+                            sql.Identifier(state, "staging_state")), [dbt.SEED_LEDGER_PREFIX + "order_statuses"])
+                    contexts.append(run_day(DAYS[1], landing, full_refresh=False, attempt="-again"))
                 # "last": the last run of day 3, the date every path has been taken by
                 found[name] = {"rows": published_rows(url), "last": contexts[-1 if full_refresh else 3],
                                "contexts": contexts, "estimates": estimated_rows(url, DAYS[-1])}
@@ -138,6 +143,20 @@ def test_the_chain_decided_again_what_it_must_not_see(chains):
     for ctx in (contexts[2], contexts[4]):
         code = compiled(ctx, "staging", "stg_sales__orders")
         assert "incremental: new batches" in code and "batches no longer visible []" not in code
+
+
+def seeds_loaded(ctx: pipeline.RunContext) -> list[str]:
+    results = json.loads((ctx.run_dir / "dbt" / "staging" / "run_results.json").read_text())
+    return sorted(r["unique_id"].split(".")[-1] for r in results["results"] if r["unique_id"].startswith("seed."))
+
+
+def test_seeds_are_loaded_again_only_when_one_changed(chains):
+    every = sorted(path.stem for path in (dbt.settings.DBT_PROJECT_DIR / "seeds").glob("*.csv"))
+    first, *later, again = chains["incremental"]["contexts"]
+    assert seeds_loaded(first) == every
+    assert [seeds_loaded(ctx) for ctx in later] == [[]] * len(later)
+    assert seeds_loaded(again) == every  # one seed's version changed: loaded again, recorded again
+    assert all(seeds_loaded(ctx) == every for ctx in chains["rebuild"]["contexts"])  # full refresh
 
 
 def test_a_run_context_is_incremental_unless_asked(tmp_path):

@@ -308,9 +308,11 @@ def _verify(conn, *, build_schema: str, schema: str, as_of: date, run_id: str, e
 def analyze(conn, publication: Publication, schema: str, lock_timeout: float = 5) -> None:
     """Refresh the statistics of the tables a committed publication wrote (warehouse.analyze): a
     snapshot table's new date was estimated at ~3 rows, and the run report's join of two
-    100,000-row slices ran as a nested loop for minutes."""
+    100,000-row slices ran as a nested loop for minutes. A snapshot table gained a date: only
+    that column's statistics (2.1 s for every column of every table on a 5,000-customer day)."""
     for table in publication.rows:
-        warehouse.analyze(conn, published_schema(table, schema), table, lock_timeout)
+        warehouse.analyze(conn, published_schema(table, schema), table, lock_timeout,
+                          columns=("as_of_date",) if table in SNAPSHOT_TABLES else ())
 
 
 def publish(conn, *, build_schema: str, schema: str, as_of: date, run_id: str, tier_spec_version: str,
