@@ -2,8 +2,10 @@
 
 {% macro halfwidth(expr) -%}
     {#- Full-width ASCII variants (U+FF01..U+FF5E) and the ideographic space, as exports from
-        Chinese input methods carry them, mapped to their ASCII forms. -#}
-    translate({{ expr }}, '！＂＃＄％＆＇（）＊＋，－．／０１２３４５６７８９：；＜＝＞？＠ＡＢＣＤＥＦＧＨＩＪＫＬＭＮＯＰＱＲＳＴＵＶＷＸＹＺ［＼］＾＿｀ａｂｃｄｅｆｇｈｉｊｋｌｍｎｏｐｑｒｓｔｕｖｗｘｙｚ｛｜｝～　', '!"#$%&''()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\]^_`abcdefghijklmnopqrstuvwxyz{|}~ ')
+        Chinese input methods carry them, mapped to their ASCII forms. A value of single-byte
+        characters only (byte length = length) has none: translate, which costs ~2.5 us a value
+        (3.3 s for 1.1M order channels against 0.4 s with this test), runs on the others. -#}
+    case when octet_length({{ expr }}) = length({{ expr }}) then {{ expr }} else translate({{ expr }}, '！＂＃＄％＆＇（）＊＋，－．／０１２３４５６７８９：；＜＝＞？＠ＡＢＣＤＥＦＧＨＩＪＫＬＭＮＯＰＱＲＳＴＵＶＷＸＹＺ［＼］＾＿｀ａｂｃｄｅｆｇｈｉｊｋｌｍｎｏｐｑｒｓｔｕｖｗｘｙｚ｛｜｝～　', '!"#$%&''()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\]^_`abcdefghijklmnopqrstuvwxyz{|}~ ') end
 {%- endmacro %}
 
 {% macro clean_text(expr) -%}

@@ -182,7 +182,9 @@ def analyze(conn, schema: str, table: str, lock_timeout: float = 5, columns: tup
     (the caller's is committed). Rows of a value the statistics have never seen (a new batch, a new
     published date) are otherwise estimated at a handful, and joins over them become nested loops
     that run for minutes. ``columns``: only theirs (and the table's row count), for a write that
-    changed nothing else a plan depends on; a fraction of a whole ANALYZE's time. ANALYZE
+    changed nothing else a plan depends on, a fraction of a whole ANALYZE's time; the whole table
+    while any column has no statistics yet (a new table: its join keys would be guessed, and a
+    100k-customer publish ran for minutes on the next day). ANALYZE
     conflicts with no reader or writer of the data; when another ANALYZE (autovacuum's) holds the
     table past ``lock_timeout``, it is left to that one (False)."""
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
@@ -190,6 +192,12 @@ def analyze(conn, schema: str, table: str, lock_timeout: float = 5, columns: tup
     try:
         with conn.transaction():
             conn.execute(sql.SQL("set local lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout * 1000)}ms")))
+            if columns and conn.execute(
+                    "select exists (select from pg_attribute as a where a.attrelid = %s::regclass and a.attnum > 0 "
+                    "and not a.attisdropped and not exists (select from pg_stats as s where s.schemaname = %s "
+                    "and s.tablename = %s and s.attname = a.attname))",
+                    [sql.Identifier(schema, table).as_string(conn), schema, table]).fetchone()[0]:
+                columns = ()
             listed = sql.SQL(" ({})").format(sql.SQL(", ").join(map(sql.Identifier, columns))) if columns else sql.SQL("")
             conn.execute(sql.SQL("analyze {}.{}{}").format(sql.Identifier(schema), sql.Identifier(table), listed))
         return True
