@@ -90,10 +90,11 @@ def published(server_url, tmp_path_factory):
     _configure(target, {"members": members, "rows": rows})
     ctx = pipeline.context(DAY2, f"access-{DAY2}", landing)
     pipeline.run_through(ctx, "gate_marts")
-    # the run's build schemas exist until it publishes: every reader is refused on each of them
+    # the run's build schemas exist until it publishes, staging's state (and the seeds) always:
+    # every reader is refused on each of them
     build_reads = {}
     with warehouse.connect(url) as conn:
-        for layer in ("staging", "intermediate", "marts"):
+        for layer in ("state", "intermediate", "marts"):
             (table,) = conn.execute("select table_name from information_schema.tables where table_schema = %s "
                                     "order by 1 limit 1", (ctx.schemas[layer],)).fetchone()
             build_reads[layer] = sql.SQL("select count(*) from {}.{}").format(
@@ -132,7 +133,7 @@ def test_readers_are_refused_on_raw_build_control_and_crm_state(published, user)
     for statement in statements:
         assert refused(url, USERS[user], statement), (user, statement)
     building = {layer: ok for (who, layer), ok in published["build_refused"].items() if who == user}
-    assert building == {"staging": True, "intermediate": True, "marts": True}
+    assert building == {"state": True, "intermediate": True, "marts": True}
 
 
 def test_nobody_but_the_pipeline_can_write_analytics(published):
