@@ -72,42 +72,46 @@ def published(server_url, tmp_path_factory):
                "pii_reader": [USERS["pii"]], "crm_sync": [USERS["crm"]]}
     _configure(target, {"members": members})
     patch = pytest.MonkeyPatch()
-    patch.setenv(warehouse.ENV_URL, url)
-    patch.setenv("TIERLINE_CONFIG", str(target / "tierline.yml"))
-    patch.setenv("TIERLINE_HOME", str(root / "home"))
-    landing = root / "landing"
-    generate.generate(landing, customers=150, days=2, seed=5, start_date=DAY1, progress=False)
-    _run(DAY1, landing)
-    with warehouse.connect(url, autocommit=True) as conn:
-        branch, manager = (conn.execute(
-            f"select {column} from analytics.dim_customer where {column} is not null "
-            "group by 1 order by count(*) desc, 1 limit 1").fetchone()[0] for column in ("branch_code", "account_manager_id"))
-        conn.execute("revoke select on analytics.kpi_daily from tierline_bi")
-        conn.execute("alter table analytics.customer_tier disable row level security")
-        conn.execute("alter view analytics.customer_tier_latest reset (security_invoker)")
-        state.ensure(conn, "zoho")
-    rows = {"branches": {USERS["branch"]: [branch], USERS["pii"]: [branch]}, "managers": {USERS["manager"]: [manager]}}
-    _configure(target, {"members": members, "rows": rows})
-    ctx = pipeline.context(DAY2, f"access-{DAY2}", landing)
-    pipeline.run_through(ctx, "gate_marts")
-    # the run's build schemas exist until it publishes, staging's state (and the seeds) always:
-    # every reader is refused on each of them
-    build_reads = {}
-    with warehouse.connect(url) as conn:
-        for layer in ("state", "intermediate", "marts"):
-            (table,) = conn.execute("select table_name from information_schema.tables where table_schema = %s "
-                                    "order by 1 limit 1", (ctx.schemas[layer],)).fetchone()
-            build_reads[layer] = sql.SQL("select count(*) from {}.{}").format(
-                sql.Identifier(ctx.schemas[layer]), sql.Identifier(table)).as_string(conn)
-    build_refused = {(user, layer): refused(url, USERS[user], statement)
-                     for user in ("bi", "pii", "crm") for layer, statement in build_reads.items()}
-    pipeline.run("publish", ctx)
-    yield {"url": url, "config": config.load(), "branch": branch, "manager": manager, "build_refused": build_refused}
-    patch.undo()
-    warehouse.drop_database(url)
-    with psycopg.connect(warehouse.with_database(server_url, "postgres"), autocommit=True) as admin:
-        for user in USERS.values():
-            admin.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(user)))
+    # a setup that fails must not leave its environment (warehouse, config) to later modules
+    try:
+        patch.setenv(warehouse.ENV_URL, url)
+        patch.setenv("TIERLINE_CONFIG", str(target / "tierline.yml"))
+        patch.setenv("TIERLINE_HOME", str(root / "home"))
+        landing = root / "landing"
+        generate.generate(landing, customers=150, days=2, seed=5, start_date=DAY1, progress=False)
+        _run(DAY1, landing)
+        with warehouse.connect(url, autocommit=True) as conn:
+            branch, manager = (conn.execute(
+                f"select {column} from analytics.dim_customer where {column} is not null "
+                "group by 1 order by count(*) desc, 1 limit 1").fetchone()[0] for column in ("branch_code", "account_manager_id"))
+            conn.execute("revoke select on analytics.kpi_daily from tierline_bi")
+            conn.execute("alter table analytics.customer_tier disable row level security")
+            conn.execute("alter view analytics.customer_tier_latest reset (security_invoker)")
+            state.ensure(conn, "zoho")
+        rows = {"branches": {USERS["branch"]: [branch], USERS["pii"]: [branch]}, "managers": {USERS["manager"]: [manager]}}
+        _configure(target, {"members": members, "rows": rows})
+        ctx = pipeline.context(DAY2, f"access-{DAY2}", landing)
+        pipeline.run_through(ctx, "gate_marts")
+        # the run's build schemas exist until it publishes, staging's state (and the seeds) always:
+        # every reader is refused on each of them
+        build_reads = {}
+        with warehouse.connect(url) as conn:
+            for layer in ("state", "intermediate", "marts"):
+                (table,) = conn.execute("select table_name from information_schema.tables where table_schema = %s "
+                                        "order by 1 limit 1", (ctx.schemas[layer],)).fetchone()
+                build_reads[layer] = sql.SQL("select count(*) from {}.{}").format(
+                    sql.Identifier(ctx.schemas[layer]), sql.Identifier(table)).as_string(conn)
+        build_refused = {(user, layer): refused(url, USERS[user], statement)
+                         for user in ("bi", "pii", "crm") for layer, statement in build_reads.items()}
+        pipeline.run("publish", ctx)
+        yield {"url": url, "config": config.load(), "branch": branch, "manager": manager,
+               "build_refused": build_refused}
+    finally:
+        patch.undo()
+        warehouse.drop_database(url)
+        with psycopg.connect(warehouse.with_database(server_url, "postgres"), autocommit=True) as admin:
+            for user in USERS.values():
+                admin.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(user)))
 
 
 def owner_rows(url: str, statement: str, *params) -> list[tuple]:

@@ -29,14 +29,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+
 from tierline import lineage, settings, warehouse
 from tierline.errors import TierlineError, TransientError, is_transient
+
+log = logging.getLogger(__name__)
 
 # Read at execution only (never in a config(), a ref or a schema name), so they stay out of parsing.
 EXECUTION_VARS = ("as_of_date", "run_id")
@@ -224,9 +229,12 @@ def invoke(command: list[str], name: str, *, warehouse_url: str, dbt_vars: dict,
         runner = dbtRunner()
     seeds = _seed_versions(parsed.result) if seeds_if_changed and parsed.success and "schemas" in dbt_vars else {}
     if seeds:
-        with warehouse.connect(warehouse_url, autocommit=True) as conn:
-            if _seeds_current(conn, dbt_vars["schemas"]["state"], seeds):
-                command, seeds = [*command, "--exclude", "resource_type:seed"], {}
+        try:
+            with warehouse.connect(warehouse_url, autocommit=True) as conn:
+                if _seeds_current(conn, dbt_vars["schemas"]["state"], seeds):
+                    command, seeds = [*command, "--exclude", "resource_type:seed"], {}
+        except psycopg.OperationalError:
+            pass  # the build reaches the same server and says why it cannot (_lost_connection)
     outcome = runner.invoke([*command, "--vars", _vars_json(dbt_vars), *common])
     seconds = round(time.perf_counter() - started, 2)
 
@@ -245,9 +253,12 @@ def invoke(command: list[str], name: str, *, warehouse_url: str, dbt_vars: dict,
         if lost:
             raise TransientError(f"{message}\nRetryable: {lost}") from outcome.exception
         raise DbtFailed(message, node_summary(run_results)) from outcome.exception
-    if seeds:  # loaded by this build
-        with warehouse.connect(warehouse_url, autocommit=True) as conn:
-            _record_seeds(conn, dbt_vars["schemas"]["state"], seeds, dbt_vars)
+    if seeds:  # loaded by this build; unrecorded, the next build loads them again
+        try:
+            with warehouse.connect(warehouse_url, autocommit=True) as conn:
+                _record_seeds(conn, dbt_vars["schemas"]["state"], seeds, dbt_vars)
+        except psycopg.OperationalError as exc:
+            log.warning("seed versions not recorded: %s", exc)
     result = DbtResult(name, seconds, len(run_results.get("results", [])), artifacts, lineage=events,
                        summary=node_summary(run_results))
     if docs:
