@@ -380,7 +380,13 @@ def _chain_env(url: str, name: str) -> dict:
     return env
 
 
-def run_chain(url: str, name: str, data: Path, dates: list[date], *, full_refresh: bool) -> dict:
+RESULTS = ROOT / "bench" / "results"
+
+
+def run_chain(url: str, name: str, data: Path, dates: list[date], *, full_refresh: bool,
+              partial: Path | None = None) -> dict:
+    """Every date in order; with ``partial``, the days so far are written there after each one
+    (a run stopped at 1M customers keeps what it measured)."""
     env = _chain_env(url, name)
     days = {}
     for as_of in dates:
@@ -391,6 +397,9 @@ def run_chain(url: str, name: str, data: Path, dates: list[date], *, full_refres
         result["total_seconds"] = sum(result["seconds"].values())
         print("    " + "  ".join(f"{s} {v:.2f}" for s, v in result["seconds"].items())
               + f"  | total {result['total_seconds']:.2f} s, imports {result['imports_seconds']:.2f} s", flush=True)
+        if partial is not None:
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps({"chain": name, "days": days}, indent=2, default=str))
     return days
 
 
@@ -460,7 +469,8 @@ def main() -> int:
         warehouse.ensure_database(url)
         print("pipeline (each day in its own worker process):", flush=True)
         with PeakBackendMemory() as backend:
-            results["pipeline"] = run_chain(url, f"{tag}_incremental", data, dates, full_refresh=False)
+            results["pipeline"] = run_chain(url, f"{tag}_incremental", data, dates, full_refresh=False,
+                                            partial=RESULTS / f"pipeline_{args.customers}.partial.json")
         results["peak_rss_postgres_backend_bytes"] = backend.rss
         results["peak_private_postgres_backend_bytes"] = backend.private
         print("floor (COPY + one SQL):", flush=True)
@@ -505,7 +515,7 @@ def main() -> int:
         results["targets"]["transform_peak_quarter_of_pandas"] = (
             results["transform_peak_rss_bytes"] <= results["pandas"]["peak_rss_bytes"] / 4)
 
-    out_dir = ROOT / "bench" / "results"
+    out_dir = RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"pipeline_{args.customers}.json").write_text(json.dumps(results, indent=2, default=str))
     print_table(results)
