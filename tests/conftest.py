@@ -4,6 +4,7 @@
 - ``private_warehouse``: a database and a ``TIERLINE_HOME`` of the test module's own, for the
   scenario fixtures that run the pipeline once per module (``.patch`` sets more of the environment).
 - ``land_and_load``: land extract files of a date and load them into the test's database.
+- ``staging_keys``: each staging model's unique_key, as its yml properties declare it.
 
 The server is the one the project would use: ``TIERLINE_WAREHOUSE_URL`` when set, otherwise the
 embedded PostgreSQL under ``$TIERLINE_HOME``.
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tierline import land, load, warehouse
+from tierline import land, load, settings, warehouse
 
 AS_OF = date(2026, 11, 1)
 RUN_ID = "test-run"  # the run that loads in land_and_load (its batch is that run's own)
@@ -82,3 +83,15 @@ def land_and_load(tmp_path, warehouse_url):
     run.run_id = RUN_ID
     return run
 
+
+
+@pytest.fixture(scope="session")
+def staging_keys() -> dict[str, list[str]]:
+    import yaml
+
+    keys = {}
+    for path in (settings.DBT_PROJECT_DIR / "models" / "staging").glob("*/_*__models.yml"):
+        for model in yaml.safe_load(path.read_text())["models"]:
+            key = model.get("config", {}).get("unique_key")
+            keys[model["name"]] = [key] if isinstance(key, str) else key
+    return keys

@@ -97,7 +97,7 @@ def chains(server_url, tmp_path_factory):
                     state = contexts[0].schemas["state"]
                     with warehouse.connect(url) as conn:
                         conn.execute(sql.SQL("update {} set version = 'an older file' where model = %s").format(
-                            sql.Identifier(state, "staging_state")), [dbt.SEED_LEDGER_PREFIX + "order_statuses"])
+                            sql.Identifier(state, dbt.STAGING_LEDGER)), [dbt.SEED_LEDGER_PREFIX + "order_statuses"])
                     contexts.append(run_day(DAYS[1], landing, full_refresh=False, attempt="-again"))
                 # "last": the last run of day 3, the date every path has been taken by
                 found[name] = {"rows": published_rows(url), "last": contexts[-1 if full_refresh else 3],

@@ -155,7 +155,7 @@ def test_staging_is_one_folder_per_source_system_reading_only_its_own_source():
         assert {name for name, _ in SOURCE_CALL.findall(path.read_text())} == {system}, path.name
 
 
-def test_every_staging_model_keys_its_rows_by_the_extract_contracts_key():
+def test_every_staging_model_keys_its_rows_by_the_extract_contracts_key(staging_keys):
     """A staging model's unique_key (its properties' config: what latest_version and the
     incremental delete+insert use) is the key the contract (tierline.contract) gives its extract."""
     import yaml
@@ -163,20 +163,14 @@ def test_every_staging_model_keys_its_rows_by_the_extract_contracts_key():
     from tierline import contract
 
     keys = {entity.name: list(entity.key) for entity in contract.ENTITIES}
-    identifiers, declared = {}, {}
-    for path in MODELS.glob("staging/*/_*.yml"):
-        document = yaml.safe_load(path.read_text()) or {}
-        for source in document.get("sources", []):
-            identifiers.update({(source["name"], table["name"]): table.get("identifier", table["name"])
-                                for table in source["tables"]})
-        for model in document.get("models", []):
-            key = model.get("config", {}).get("unique_key")
-            declared[model["name"]] = [key] if isinstance(key, str) else key
+    identifiers = {(source["name"], table["name"]): table.get("identifier", table["name"])
+                   for path in MODELS.glob("staging/*/_*__sources.yml")
+                   for source in yaml.safe_load(path.read_text())["sources"] for table in source["tables"]}
     staged = sorted(MODELS.glob("staging/**/stg_*.sql"))
-    assert len(declared) == len(staged)
+    assert len(staging_keys) == len(staged)
     for path in staged:
         (read,) = set(SOURCE_CALL.findall(path.read_text()))
-        assert declared[path.stem] == keys[identifiers[read]], path.name
+        assert staging_keys[path.stem] == keys[identifiers[read]], path.name
 
 
 def test_every_reader_of_the_previous_publication_names_it_for_dbts_lineage():

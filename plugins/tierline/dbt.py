@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from tierline import lineage, settings, warehouse
 from tierline.errors import TierlineError, TransientError, is_transient
@@ -166,7 +167,10 @@ def _use_schemas(manifest, schemas: dict[str, str]) -> None:
         manifest.build_flat_graph()
 
 
-SEED_LEDGER_PREFIX = "seed:"  # a seed's row in the staging ledger (macros/staging_state.sql)
+# The staging ledger (macros/staging_state.sql, staging_state_ledger()) in the state schema, and
+# the prefix of a seed's row in it.
+STAGING_LEDGER = "staging_state"
+SEED_LEDGER_PREFIX = "seed:"
 
 
 def _seed_versions(manifest) -> dict[str, str]:
@@ -178,9 +182,7 @@ def _seed_versions(manifest) -> dict[str, str]:
 
 def _seeds_current(conn, schema: str, versions: dict[str, str]) -> bool:
     """True when ``schema`` holds every seed, loaded from these versions (the staging ledger says)."""
-    from psycopg import sql
-
-    ledger = sql.Identifier(schema, "staging_state")
+    ledger = sql.Identifier(schema, STAGING_LEDGER)
     names = [sql.Identifier(schema, seed).as_string(conn) for seed in versions]
     if conn.execute("select to_regclass(%s) is null or exists (select from unnest(%s::text[]) as t (name) "
                     "where to_regclass(t.name) is null)", [ledger.as_string(conn), names]).fetchone()[0]:
@@ -191,13 +193,11 @@ def _seeds_current(conn, schema: str, versions: dict[str, str]) -> bool:
 
 
 def _record_seeds(conn, schema: str, versions: dict[str, str], dbt_vars: dict) -> None:
-    from psycopg import sql
-
     conn.execute(sql.SQL(
         "insert into {} (model, version, batches, as_of_date, run_id) "
         "select model, version, '{{}}', %s, %s from unnest(%s::text[], %s::text[]) as t (model, version) "
         "on conflict (model) do update set version = excluded.version, as_of_date = excluded.as_of_date, "
-        "run_id = excluded.run_id, updated_at = now()").format(sql.Identifier(schema, "staging_state")),
+        "run_id = excluded.run_id, updated_at = now()").format(sql.Identifier(schema, STAGING_LEDGER)),
         [dbt_vars["as_of_date"], dbt_vars["run_id"], [SEED_LEDGER_PREFIX + seed for seed in versions],
          list(versions.values())])
 

@@ -22,7 +22,7 @@ import logging
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -483,9 +483,8 @@ def _validate_suite(context, datasource, suite: _Suite, gate: str) -> list[Check
 
 def _first_rows(spec: _Expectation) -> _Expectation:
     query = spec.config["kwargs"]["unexpected_rows_query"].strip().rstrip(";")
-    kwargs = {**spec.config["kwargs"],
-              "unexpected_rows_query": f"select * from ({query}) as failed limit {PARTIAL_UNEXPECTED_COUNT}"}
-    return _Expectation(spec.number, {**spec.config, "kwargs": kwargs}, spec.severity)
+    limited = f"select * from ({query}) as failed limit {PARTIAL_UNEXPECTED_COUNT}"
+    return replace(spec, config={**spec.config, "kwargs": {**spec.config["kwargs"], "unexpected_rows_query": limited}})
 
 
 def _row_text(row) -> str:
