@@ -74,3 +74,5 @@ def test_every_staging_table_enforces_its_key_with_a_unique_index(tmp_path, ware
         with pytest.raises(psycopg.errors.UniqueViolation):
             conn.execute(f"insert into {staging}.stg_crm__customers select * from {staging}.stg_crm__customers")
     assert len(staging_keys) == 10 and {table: indexed.get(table) for table in staging_keys} == staging_keys
+    # the per-customer state's order key too (its `unique` test read every valued order each run)
+    assert indexed.get("int_orders__valued") == ["order_id"]

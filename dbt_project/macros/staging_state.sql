@@ -170,13 +170,19 @@
     {#- post-hook, in the model's transaction: drop the kept rows of batches the run does not see
         (their keys have no visible row left, or were decided again above), index the key, and
         record the batches the table now stands for. Per-customer models (unique=false) are never
-        advanced past a batch that is gone: they are rebuilt instead. -#}
+        advanced past a batch that is gone: they are rebuilt instead; they are indexed by
+        customer_id, and a unique_key in their config is held by a unique index (not a `unique`
+        test, which would read the whole table every run). -#}
     {%- set plan = staging_state_plan() %}
     {%- if plan.gone and unique %}
     delete from {{ this }} where _batch_id in ({{ id_list(plan.gone) }});
     {%- endif %}
     create {{ 'unique ' if unique }}index if not exists {{ adapter.quote(this.identifier ~ '__key') }}
         on {{ this }} ({{ (staging_key() if unique else ['customer_id']) | join(', ') }});
+    {%- if not unique and config.get('unique_key') %}
+    create unique index if not exists {{ adapter.quote(this.identifier ~ '__unique_key') }}
+        on {{ this }} ({{ staging_key() | join(', ') }});
+    {%- endif %}
     insert into {{ staging_state_ledger() }} (model, version, batches, as_of_date, run_id)
     values (
         {{ sql_literal(this.identifier) }}, {{ sql_literal(staging_state_fingerprint()) }},

@@ -366,25 +366,26 @@ def _fill_query(query, schemas: dict[str, str], literals: dict[str, str], fail, 
     return filled
 
 
+def datasource_url(warehouse_url: str, schema: str) -> str:
+    """The SQLAlchemy URL of a GX datasource reading ``schema``: a pipeline session
+    (``warehouse.session_options``) whose search_path is that schema."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(warehouse.sqlalchemy_url(warehouse_url))
+    options = f"{warehouse.session_options(warehouse_url)} -csearch_path={schema}"
+    return url.update_query_dict({"options": options}).render_as_string(hide_password=False)
+
+
 def _gx_context(warehouse_url: str, schemas: dict[str, str], schema_keys: set[str], out_dir: Path | None = None):
     """One ephemeral context with one PostgreSQL datasource per logical schema the gate reads;
     with ``out_dir``, its suites and validation results are kept there and it has the Data Docs
     site (``_docs_stores``)."""
     from great_expectations.datasource.fluent.interfaces import TestConnectionError
-    from sqlalchemy.engine import make_url
 
     # GX deprecated TableAsset.schema_name in favour of the datasource's connection, which for
     # PostgreSQL means its search_path; unqualified names in a suite's queries then resolve in the
     # suite's own schema as well.
-    variables = {}
-    for key in sorted(schema_keys):
-        url = make_url(warehouse.sqlalchemy_url(warehouse_url))
-        options = " ".join(filter(None, [url.query.get("options"), warehouse.SESSION_OPTIONS,
-                                         f"-csearch_path={schemas[key]}"]))
-        variables[_url_variable(key)] = url.update_query_dict({"options": options}).render_as_string(
-            hide_password=False
-        )
-
+    variables = {_url_variable(key): datasource_url(warehouse_url, schemas[key]) for key in sorted(schema_keys)}
     context = _ephemeral_context(out_dir, variables)
     datasources = {}
     for key in sorted(schema_keys):

@@ -583,7 +583,7 @@ def load_date(warehouse_url: str, manifest: dict, as_of: date, run_id: str, busi
 
 
 def _open(warehouse_url: str, business_tz: str):
-    conn = psycopg.connect(warehouse_url)
+    conn = warehouse.open_session(warehouse_url)
     _session_settings(conn, business_tz)
     return conn
 

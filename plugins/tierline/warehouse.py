@@ -109,18 +109,29 @@ def drop_database(warehouse_url: str) -> None:
 # after 10 minutes. TCP keepalives do the same for a session whose client host disappeared.
 SESSION_OPTIONS = "-c client_connection_check_interval=2000 -c idle_in_transaction_session_timeout=600000"
 KEEPALIVES = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10", "keepalives_count": "3"}
+# Tuning of the same sessions (docs/decisions.md, "Performance"): the pipeline's queries are
+# analytical ones that run for seconds, and PostgreSQL's JIT compiled each plan for longer than it
+# then saved (customer_tier at 100k customers: 5.7 s, of which JIT 2.9 s; 2.9 s without it), and
+# 4 MB of work_mem sent their sorts to disk (1.96 s with 64 MB). A warehouse URL's own ``options``
+# come after these and win (``?options=-c%20work_mem%3D256MB``); they cannot undo SESSION_OPTIONS.
+TUNING_OPTIONS = "-c jit=off -c work_mem=64MB"
 
 
 def session_options(warehouse_url: str) -> str:
-    """The URL's own libpq ``options`` followed by the pipeline's session settings."""
-    return " ".join(filter(None, [conninfo_to_dict(warehouse_url).get("options"), SESSION_OPTIONS]))
+    """The pipeline's tuning, the URL's own libpq ``options``, then the pipeline's session
+    settings (later ``-c`` settings win)."""
+    return " ".join(filter(None, [TUNING_OPTIONS, conninfo_to_dict(warehouse_url).get("options"), SESSION_OPTIONS]))
+
+
+def open_session(warehouse_url: str | None = None, **kwargs) -> psycopg.Connection:
+    """A pipeline session (keepalives, session settings); the caller closes it."""
+    target = warehouse_url or url()
+    return psycopg.connect(target, **{**KEEPALIVES, "options": session_options(target), **kwargs})
 
 
 @contextmanager
 def connect(warehouse_url: str | None = None, **kwargs):
-    target = warehouse_url or url()
-    kwargs = {**KEEPALIVES, "options": session_options(target), **kwargs}
-    with psycopg.connect(target, **kwargs) as conn:
+    with open_session(warehouse_url, **kwargs) as conn:
         yield conn
 
 

@@ -1,0 +1,61 @@
+"""Every session the pipeline opens (psycopg, the loader's, dbt's, Great Expectations') runs with
+the pipeline's session settings (warehouse.SESSION_OPTIONS: a killed client frees its locks) and
+its tuning (warehouse.TUNING_OPTIONS: no JIT, 64 MB work_mem), read back from the server."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import psycopg
+import sqlalchemy
+
+from tierline import gates, load, warehouse
+
+SETTINGS = ("jit", "work_mem", "client_connection_check_interval", "idle_in_transaction_session_timeout")
+EXPECTED = {"jit": "off", "work_mem": "64MB", "client_connection_check_interval": "2s",
+            "idle_in_transaction_session_timeout": "10min"}
+
+
+def _read(conn) -> dict[str, str]:
+    return {name: conn.execute(f"show {name}").fetchone()[0] for name in SETTINGS}
+
+
+def test_psycopg_sessions_have_the_pipeline_settings(warehouse_url):
+    with warehouse.connect(warehouse_url) as conn:
+        assert _read(conn) == EXPECTED
+
+
+def test_the_loaders_sessions_have_the_pipeline_settings(warehouse_url):
+    # they were plain psycopg connections: no keepalives, no lock safety, JIT on
+    conn = load._open(warehouse_url, "Asia/Shanghai")
+    try:
+        # the loader raises work_mem for its own hashing of whole files
+        assert _read(conn) == {**EXPECTED, "work_mem": "256MB"}
+        assert conn.info.get_parameters().get("keepalives") == "1"
+    finally:
+        conn.close()
+
+
+def test_dbt_sessions_have_the_pipeline_settings(warehouse_url, monkeypatch):
+    # dbt's psycopg2 sessions get them through libpq's PGOPTIONS (profiles.yml has no options)
+    monkeypatch.setenv("PGOPTIONS", warehouse.dbt_env(warehouse_url)["PGOPTIONS"])
+    with psycopg.connect(warehouse_url) as conn:
+        assert _read(conn) == EXPECTED
+
+
+def test_gx_datasources_have_the_pipeline_settings_and_their_schema(warehouse_url):
+    engine = sqlalchemy.create_engine(gates.datasource_url(warehouse_url, "analytics"))
+    try:
+        with engine.connect() as conn:
+            found = {name: conn.exec_driver_sql(f"show {name}").scalar() for name in SETTINGS}
+            assert found == EXPECTED
+            assert conn.exec_driver_sql("show search_path").scalar() == "analytics"
+    finally:
+        engine.dispose()
+
+
+def test_a_warehouse_urls_own_options_override_the_tuning_but_not_the_safety(warehouse_url):
+    options = quote("-c work_mem=128MB -c jit=on -c idle_in_transaction_session_timeout=0")
+    url = f"{warehouse_url}{'&' if '?' in warehouse_url else '?'}options={options}"
+    with warehouse.connect(url) as conn:
+        assert _read(conn) == {**EXPECTED, "work_mem": "128MB", "jit": "on"}
