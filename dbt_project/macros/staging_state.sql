@@ -195,10 +195,12 @@
 {%- endmacro %}
 
 {#- Per-customer state (int_orders__valued, int_customers__purchase_days in the state schema):
-    rows keyed by customer; a run deletes the rows of the customers it touched
-    (int_customers__touched) and inserts them again, computed from staging. Only when the model
-    stood for the same batches as int_orders__valued did when the touched customers were found
-    (and its code is unchanged, nothing it folded in is gone): else it is rebuilt whole. -#}
+    a run deletes the rows it must compute again and inserts them, computed from staging: the
+    orders int_orders__touched names (an order's value depends on that order alone) in
+    int_orders__valued, their customers (int_customers__touched) in the models keyed by
+    customer. Only when the model stood for the same batches as int_orders__valued did when the
+    touched orders were found (and its code is unchanged, nothing it folded in is gone): else it
+    is rebuilt whole. -#}
 
 {% macro customer_state_incremental() -%}
     {%- set plan = staging_state_plan() %}
@@ -209,11 +211,21 @@
     {{- return(found | length == 1 and found[0][0] == plan.batches) }}
 {%- endmacro %}
 
+{% macro customer_state_touched() -%}
+    {#- the condition on this per-customer state model's rows that the run computes again: by
+        order for int_orders__valued, by customer for the others -#}
+    {%- if this.identifier == 'int_orders__valued' %}
+        {{- 'order_id in (select order_id from ' ~ ref('int_orders__touched') ~ ')' }}
+    {%- else %}
+        {{- 'customer_id in (select customer_id from ' ~ ref('int_customers__touched') ~ ')' }}
+    {%- endif %}
+{%- endmacro %}
+
 {% macro customer_state_prepare() -%}
-    {#- pre-hook: take out the touched customers' rows, or everything when the model is rebuilt -#}
+    {#- pre-hook: take out the rows computed again, or everything when the model is rebuilt -#}
     {%- if execute and is_incremental() %}
         {%- if customer_state_incremental() %}
-    delete from {{ this }} where customer_id in (select customer_id from {{ ref('int_customers__touched') }})
+    delete from {{ this }} where {{ customer_state_touched() }}
         {%- else %}
     truncate {{ this }}
         {%- endif %}

@@ -6,7 +6,7 @@ with
 
 orders as (
     select * from {{ ref('int_orders__valued') }}
-    where is_purchase{% if customer_state_incremental() %} and customer_id in (select customer_id from {{ ref('int_customers__touched') }}){% endif %}
+    where is_purchase{% if customer_state_incremental() %} and {{ customer_state_touched() }}{% endif %}
 ),
 
 days as (

@@ -1,15 +1,16 @@
 -- Every order valued net of cancellations and refunds: what the customer really paid and what
 -- it earned. Pending orders carry no value until they complete; a `refunded` order without
--- refund rows counts as fully refunded. Per-customer state: a run values again only the orders of
--- the customers it touched (int_customers__touched, macros/staging_state.sql).
+-- refund rows counts as fully refunded. Per-customer state: a run values again only the orders it
+-- touched (int_orders__touched, macros/staging_state.sql); touched customers are found first.
 -- depends_on: {{ ref('int_customers__touched') }}
+-- depends_on: {{ ref('int_orders__touched') }}
 {%- set only_touched = customer_state_incremental() %}
 with
 
 orders as (
     -- staging holds every visible version; the run date bounds what happened
     select * from {{ ref('stg_sales__orders') }}
-    where order_date <= {{ as_of() }}{% if only_touched %} and customer_id in (select customer_id from {{ ref('int_customers__touched') }}){% endif %}
+    where order_date <= {{ as_of() }}{% if only_touched %} and {{ customer_state_touched() }}{% endif %}
 ),
 
 items as (
