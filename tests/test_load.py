@@ -8,7 +8,7 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
-from tierline import land, load, warehouse
+from tierline import batches, contract, land, load, warehouse
 from tierline.errors import ExtractError
 
 AS_OF = date(2026, 11, 1)  # land_and_load's default date
@@ -71,6 +71,27 @@ def test_unknown_foreign_key_is_quarantined(tmp_path, warehouse_url, land_and_lo
     orders = ORDERS_HEADER + "O1,C404,2026-10-01,completed,5,0,5,2026-10-01\n"
     land_and_load({"crm_customers.csv": CUSTOMERS, "sales_orders.csv": orders})
     assert [q[2] for q in quarantine(warehouse_url)] == ["unknown customer_id C404 (not in crm_customers)"]
+
+
+def test_a_small_delta_looks_up_only_the_keys_it_names_and_still_quarantines_unknown_ones(
+        tmp_path, warehouse_url, land_and_load):
+    """A daily file far smaller than the table it references reads only its own keys from it (not
+    every key the table ever held); the verdicts are the same as the whole-table check's."""
+    header = "customer_id,customer_name,customer_type,created_at,updated_at\n"
+    land_and_load({"crm_customers.csv": header + "".join(
+        f"C{n:03d},name {n},individual,2025-01-01,2025-01-01\n" for n in range(200))})
+    with warehouse.connect(warehouse_url) as conn, conn.transaction():
+        batches.promote(conn, run_id=land_and_load.run_id, as_of=AS_OF)
+        orders = next(e for e in contract.ENTITIES if e.name == "sales_orders")
+        assert load._lookups(conn, orders, 3) == {"crm_customers"}
+        assert load._lookups(conn, orders, 50) == frozenset()  # as large as a fifth: the whole table
+    day2 = AS_OF + timedelta(days=1)
+    results = land_and_load({"sales_orders.csv": ORDERS_HEADER + (
+        "O1,C007,2026-11-01,completed,5,0,5,2026-11-01\n"
+        "O2,C404,2026-11-01,completed,5,0,5,2026-11-01\n"
+        "O3,C199,2026-11-01,completed,5,0,5,2026-11-01\n")}, day2)
+    assert counts(results) == {"sales_orders.csv": (3, 2, 1)}
+    assert [(q[1], q[2]) for q in quarantine(warehouse_url)] == [(3, "unknown customer_id C404 (not in crm_customers)")]
 
 
 def test_negative_quantity_is_quarantined(tmp_path, warehouse_url, land_and_load):

@@ -374,6 +374,22 @@ def prepare_file(conn, entity: contract.Entity, path: Path, sha256: str, target:
                      time.perf_counter() - started)
 
 
+# a file with fewer than 1/LOOKUP_RATIO of the rows of a table it references looks its keys up
+LOOKUP_RATIO = 10
+
+
+def _lookups(conn, entity: contract.Entity, records: int) -> frozenset[str]:
+    """The referenced raw tables that hold over LOOKUP_RATIO times the file's records (planner
+    statistics: the loader analyzes what it adds)."""
+    referenced = [ref.entity for ref in entity.references if ref.hard]
+    if not referenced:
+        return frozenset()
+    sizes = conn.execute(
+        "select c.relname, c.reltuples from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+        "where n.nspname = %s and c.relname = any(%s)", [RAW, referenced]).fetchall()
+    return frozenset(name for name, rows in sizes if rows > records * LOOKUP_RATIO)
+
+
 def commit_file(conn, entity: contract.Entity, prepared: _Prepared, target: _Target) -> FileLoad:
     """Check references and duplicates, insert the good rows and quarantine the others, in one transaction."""
     started = time.perf_counter()
@@ -381,7 +397,7 @@ def commit_file(conn, entity: contract.Entity, prepared: _Prepared, target: _Tar
     with conn.transaction():
         conn.execute("create temp table tl_bad (_line_no bigint, _span int, _reason text, _raw text) on commit drop")
         erased = erasure.any_erased(conn)
-        conn.execute(_judge(entity, target, erased))
+        conn.execute(_judge(entity, target, erased, _lookups(conn, entity, prepared.records)))
         conn.execute("analyze tl_bad")
         loaded = conn.execute(_insert_good(entity, target, erased)).rowcount
         quarantined = _quarantine(conn, entity, prepared, target)
@@ -466,14 +482,16 @@ def _checked_rows(entity: contract.Entity, shape: csvfile.FileShape, target: _Ta
              typed=typed, values=values)
 
 
-def _judge(entity: contract.Entity, target: _Target, erased: bool = False) -> sql.Composable:
+def _judge(entity: contract.Entity, target: _Target, erased: bool = False,
+           lookups: frozenset[str] = frozenset()) -> sql.Composable:
     """Every record of ``tl_checked`` that fails a check into ``tl_bad``, with its reason.
 
     References are satisfied by the rows the run sees (:func:`_visible`); a key repeated with
     different content quarantines every row of it. Only the few bad records are written, so the
     insert of the good ones reads tl_checked again rather than a materialised copy of it. With
     ``erased`` (the warehouse has erased someone), a row about an erased person is quarantined
-    as ``erased`` before any other reason is looked at (:mod:`tierline.erasure`).
+    as ``erased`` before any other reason is looked at (:mod:`tierline.erasure`). The referenced
+    entities in ``lookups`` are read for the keys the file names only (:func:`_lookups`).
     """
     ident = sql.Identifier
     key = sql.SQL(", ").join(ident(k) for k in entity.key)
@@ -490,11 +508,17 @@ def _judge(entity: contract.Entity, target: _Target, erased: bool = False) -> sq
             a=alias, m=_lit(erasure.ERASED)))
     for i, ref in enumerate(r for r in entity.references if r.hard):
         alias = ident(f"ref{i}")
+        # a file much smaller than the table it references (a daily delta) looks up only the
+        # keys it names: its check costs what the file has, not a pass over every key the table
+        # ever held (the 1% day's order lines at 100k customers: 1.09 s -> under 0.4 s); a file
+        # as large as the table is checked against all of it (restricted, 4.5 s -> 6.4 s)
+        named = sql.SQL(" and {k} in (select {col} from tl_checked)").format(
+            k=ident(ref.key), col=ident(ref.column)) if ref.entity in lookups else sql.SQL("")
         joins.append(sql.SQL(
-            "left join (select distinct {k} as ref_key from {s}.{t} where batch_id in {visible}) {a} "
+            "left join (select distinct {k} as ref_key from {s}.{t} where batch_id in {visible}{named}) {a} "
             "on {a}.ref_key = c.{col}"
         ).format(k=ident(ref.key), s=ident(RAW), t=ident(ref.entity), visible=_visible(target), a=alias,
-                 col=ident(ref.column)))
+                 col=ident(ref.column), named=named))
         fk_checks.append(sql.SQL("case when c.{col} is not null and {a}.ref_key is null then format({m}, c.{col}) end")
                          .format(col=ident(ref.column), a=alias,
                                  m=_lit(f"unknown {ref.column} %s (not in {ref.entity})")))
