@@ -284,28 +284,39 @@ def run_day(as_of: date, run_id: str, landing: Path, *, full_refresh: bool, env:
 
 
 class PeakBackendMemory:
-    """Polls every PostgreSQL process and keeps the largest single one (RSS, and RSS without
-    shared memory: a backend's RSS counts the shared buffers it touched)."""
+    """Polls the benchmarked server's processes and keeps the largest single one (RSS, and RSS
+    without shared memory: a backend's RSS counts the shared buffers it touched). The server is
+    the one ``url`` reaches: its postmaster is the parent of this script's own backend. A server
+    on another host is not measured (None)."""
 
-    def __init__(self):
-        self.rss = 0
-        self.private = 0
+    def __init__(self, url: str):
+        self.rss = None
+        self.private = None
+        self._url = url
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _postmaster(self) -> int | None:
+        import psutil
+
+        with warehouse.connect(self._url) as conn:
+            backend = conn.execute("select pg_backend_pid()").fetchone()[0]
+            try:
+                return psutil.Process(backend).ppid()
+            except psutil.Error:  # not a process of this machine
+                return None
 
     def _poll(self):
         import psutil
 
-        # only this warehouse's backends (the embedded server's children): other servers on the
-        # machine belong to other people
-        pid_file = settings.home() / "pgdata" / "postmaster.pid"
-        postmaster = int(pid_file.read_text().split()[0]) if pid_file.exists() else None
+        postmaster = self._postmaster()
+        if postmaster is None:
+            return
+        self.rss = self.private = 0
         while not self._stop.is_set():
-            for proc in psutil.process_iter(["name", "memory_info", "ppid"]):
+            for proc in psutil.process_iter(["memory_info", "ppid"]):
                 info = proc.info["memory_info"]
-                if postmaster is not None and proc.info["ppid"] != postmaster:
-                    continue
-                if proc.info["name"] and proc.info["name"].startswith("postgres") and info:
+                if proc.info["ppid"] == postmaster and info:
                     self.rss = max(self.rss, info.rss)
                     self.private = max(self.private, info.rss - getattr(info, "shared", 0))
             self._stop.wait(0.2)
@@ -468,7 +479,7 @@ def main() -> int:
     try:
         warehouse.ensure_database(url)
         print("pipeline (each day in its own worker process):", flush=True)
-        with PeakBackendMemory() as backend:
+        with PeakBackendMemory(url) as backend:
             results["pipeline"] = run_chain(url, f"{tag}_incremental", data, dates, full_refresh=False,
                                             partial=RESULTS / f"pipeline_{args.customers}.partial.json")
         results["peak_rss_postgres_backend_bytes"] = backend.rss

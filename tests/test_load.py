@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from datetime import date, datetime, timedelta
 
 import pytest
+from psycopg import sql
 
 from tierline import batches, contract, land, load, warehouse
 from tierline.errors import ExtractError
@@ -92,6 +94,32 @@ def test_a_small_delta_looks_up_only_the_keys_it_names_and_still_quarantines_unk
         "O3,C199,2026-11-01,completed,5,0,5,2026-11-01\n")}, day2)
     assert counts(results) == {"sales_orders.csv": (3, 2, 1)}
     assert [(q[1], q[2]) for q in quarantine(warehouse_url)] == [(3, "unknown customer_id C404 (not in crm_customers)")]
+
+
+def test_the_soft_reference_check_of_a_batch_without_statistics_is_not_a_nested_loop(warehouse_url, land_and_load):
+    """The loader counts a batch's dangling referred_by right after inserting it, before its
+    statistics exist: estimated at one row, it ran as a nested loop over the whole customer table
+    per row (27.6 s for 5,000 changed customers at 1M customers)."""
+    header = "customer_id,customer_name,customer_type,referred_by,created_at,updated_at\n"
+    land_and_load({"crm_customers.csv": header + "".join(
+        f"C{n:04d},name {n},individual,{f'C{n - 1:04d}' if n else ''},2025-01-01,2025-01-01\n" for n in range(2000))})
+    customers = next(e for e in contract.ENTITIES if e.name == "crm_customers")
+    referred_by = next(r for r in customers.references if r.column == "referred_by")
+    with warehouse.connect(warehouse_url) as conn, conn.transaction():
+        columns = [r[0] for r in conn.execute(
+            "select column_name from information_schema.columns where table_schema = 'raw' "
+            "and table_name = 'crm_customers' and column_name <> 'batch_id'")]
+        listed = ", ".join(f'"{c}"' for c in columns)
+        # a new batch as the loader has it when it counts: inserted in this transaction, never analyzed
+        conn.execute(f"insert into raw.crm_customers ({listed}, batch_id) "
+                     f"select {listed}, 9999 from raw.crm_customers where referred_by is not null limit 500")
+        conn.execute("update raw.crm_customers set referred_by = 'C-NOWHERE' "
+                     "where batch_id = 9999 and customer_id = 'C0100'")
+        target = load._Target(AS_OF, land_and_load.run_id, 9999)
+        assert load._soft_reference_misses(conn, customers, target)["referred_by"] == 1
+        plan = conn.execute(sql.SQL("explain (format json) ") + load._soft_reference_query(
+            customers, target, referred_by)).fetchone()[0]
+    assert "Nested Loop" not in json.dumps(plan), plan
 
 
 def test_negative_quantity_is_quarantined(tmp_path, warehouse_url, land_and_load):

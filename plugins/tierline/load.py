@@ -567,18 +567,26 @@ def _insert_good(entity: contract.Entity, target: _Target, erased: bool = False)
                     d=_lit(target.as_of), b=_lit(target.batch_id))
 
 
+def _soft_reference_query(entity: contract.Entity, target: _Target, ref: contract.Reference) -> sql.Composable:
+    """How many of the batch's rows have a soft reference ``ref`` that points nowhere."""
+    return sql.SQL(
+        "select count(*) from {s}.{t} x where x.batch_id = {b} and x.{col} is not null "
+        "and not exists (select 1 from {s}.{rt} r where r.{k} = x.{col} and r.batch_id in {visible})"
+    ).format(s=sql.Identifier(RAW), t=sql.Identifier(entity.name), b=_lit(target.batch_id),
+             visible=_visible(target), col=sql.Identifier(ref.column), rt=sql.Identifier(ref.entity),
+             k=sql.Identifier(ref.key))
+
+
 def _soft_reference_misses(conn, entity: contract.Entity, target: _Target) -> dict[str, int]:
-    """Count loaded rows whose soft references point nowhere (reported by the raw gate)."""
-    misses = {}
-    for ref in (r for r in entity.references if not r.hard):
-        query = sql.SQL(
-            "select count(*) from {s}.{t} x where x.batch_id = {b} and x.{col} is not null "
-            "and not exists (select 1 from {s}.{rt} r where r.{k} = x.{col} and r.batch_id in {visible})"
-        ).format(s=sql.Identifier(RAW), t=sql.Identifier(entity.name), b=_lit(target.batch_id),
-                 visible=_visible(target), col=sql.Identifier(ref.column), rt=sql.Identifier(ref.entity),
-                 k=sql.Identifier(ref.key))
-        misses[ref.column] = conn.execute(query).fetchone()[0]
-    return misses
+    """Count loaded rows whose soft references point nowhere (reported by the raw gate).
+
+    The batch was just inserted and has no statistics yet (they are refreshed after the commit):
+    estimated at one row, its anti join ran as a nested loop, one pass over the referenced table
+    per row (referred_by of 5,000 changed customers at 1M customers: 27.6 s). No nested loops
+    here, for the rest of the file's transaction: a hash anti join is right at every size."""
+    conn.execute("set local enable_nestloop = off")
+    return {ref.column: conn.execute(_soft_reference_query(entity, target, ref)).fetchone()[0]
+            for ref in entity.references if not ref.hard}
 
 
 def _visible(target: _Target) -> sql.Composable:
