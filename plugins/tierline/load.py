@@ -417,6 +417,7 @@ def commit_file(conn, entity: contract.Entity, prepared: _Prepared, target: _Tar
     if loaded:
         # the batch is a value raw's statistics have never seen: staging's incremental read of it
         # (batch_id in (...)) was estimated at a handful of rows and ran for minutes at 100k customers
+        batches.summarize(conn, entity.name)
         warehouse.analyze(conn, RAW, entity.name, columns=("batch_id",))
     return FileLoad(entity.file_name, shape.encoding, read, loaded, quarantined, shape.ignored_columns, soft,
                     round(prepared.seconds + time.perf_counter() - started, 3), prepared.how)
