@@ -59,3 +59,22 @@ def test_a_warehouse_urls_own_options_override_the_tuning_but_not_the_safety(war
     url = f"{warehouse_url}{'&' if '?' in warehouse_url else '?'}options={options}"
     with warehouse.connect(url) as conn:
         assert _read(conn) == {**EXPECTED, "work_mem": "128MB", "jit": "on"}
+
+
+def test_upkeep_commits_the_callers_work_and_yields_to_other_upkeep(warehouse_url):
+    """warehouse.maintenance (ANALYZE of a table just written, the batch index's summary): the
+    caller's transaction is committed first, and a table another session's upkeep holds is left
+    to it after lock_timeout (False) instead of waiting; free, the work runs (True)."""
+    with warehouse.connect(warehouse_url) as conn, warehouse.connect(warehouse_url, autocommit=True) as other:
+        conn.execute("drop table if exists public.tl_upkeep; create table public.tl_upkeep (v int)")
+        conn.commit()
+        conn.execute("insert into public.tl_upkeep values (1), (2)")
+        other.execute("begin; lock table public.tl_upkeep in share update exclusive mode")  # as autovacuum does
+        assert warehouse.analyze(conn, "public", "tl_upkeep", lock_timeout=0.2) is False
+        # the insert before it was committed, not rolled back with the upkeep
+        assert other.execute("select count(*) from public.tl_upkeep").fetchone()[0] == 2
+        other.execute("rollback")
+        assert warehouse.analyze(conn, "public", "tl_upkeep", lock_timeout=0.2) is True
+        assert conn.execute("select reltuples from pg_class where oid = 'public.tl_upkeep'::regclass").fetchone()[0] == 2
+        conn.execute("drop table public.tl_upkeep")
+        conn.commit()

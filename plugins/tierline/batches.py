@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from datetime import date
 
-import psycopg
 from psycopg import sql
 
+from tierline import warehouse
 from tierline.contract import ENTITIES
 from tierline.errors import TierlineError
 
@@ -124,21 +124,15 @@ def _upgrade(conn, table: str, date_column: str) -> None:
 
 def summarize(conn, table: str, lock_timeout: float = 5) -> bool:
     """Summarize the page ranges of ``table``'s batch index that rows were added to since it was
-    last summarized, in a short transaction of its own (the caller's is committed). A BRIN index
-    does not summarize ranges filled after its creation until a VACUUM does (no autosummarize):
-    an unsummarized range matches every batch, so a lookup of one batch read the whole table
-    (at 100k customers every one of staging's reads of a day's order lines scanned all 2.9M).
-    When another process holds the table (autovacuum) past ``lock_timeout``, it is left to it."""
-    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-        conn.commit()
-    index = sql.Identifier(RAW, f"{table}__batch_brin").as_string(conn)
-    try:
-        with conn.transaction():
-            conn.execute(sql.SQL("set local lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout * 1000)}ms")))
-            conn.execute("select brin_summarize_new_values(%s::regclass)", [index])
-        return True
-    except psycopg.errors.LockNotAvailable:
-        return False
+    last summarized, in a short maintenance transaction (:func:`tierline.warehouse.maintenance`).
+    A BRIN index does not summarize ranges filled after its creation until a VACUUM does (no
+    autosummarize): an unsummarized range matches every batch, so a lookup of one batch read the
+    whole table (at 100k customers every one of staging's reads of a day's order lines scanned all
+    2.9M). False when another process (autovacuum) held the table past ``lock_timeout``."""
+    with warehouse.maintenance(conn, lock_timeout) as upkeep:
+        conn.execute("select brin_summarize_new_values(%s::regclass)",
+                     [sql.Identifier(RAW, f"{table}__batch_brin").as_string(conn)])
+    return upkeep.done
 
 
 def open_batch(conn, as_of: date, run_id: str) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+from types import SimpleNamespace
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psycopg
@@ -188,29 +189,46 @@ def redacted(warehouse_url: str) -> str:
             + (f"#{parts.fragment}" if parts.fragment else ""))
 
 
+@contextmanager
+def maintenance(conn, lock_timeout: float = 5):
+    """A short transaction of its own for upkeep of a table just written (the caller's is
+    committed first), waiting at most ``lock_timeout`` s for its lock: upkeep conflicts with no
+    reader or writer of the data, only with other upkeep (autovacuum's), which it then leaves to
+    that. What it yields says, afterwards, whether the work was done (``.done``, False when the
+    lock was not had in time):
+
+        with warehouse.maintenance(conn) as upkeep:
+            conn.execute("analyze ...")
+        return upkeep.done
+    """
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.commit()
+    upkeep = SimpleNamespace(done=False)
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("set local lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout * 1000)}ms")))
+            yield upkeep
+        upkeep.done = True
+    except psycopg.errors.LockNotAvailable:
+        pass
+
+
 def analyze(conn, schema: str, table: str, lock_timeout: float = 5, columns: tuple[str, ...] = ()) -> bool:
-    """Refresh the planner's statistics of a table just written, in a short transaction of its own
-    (the caller's is committed). Rows of a value the statistics have never seen (a new batch, a new
+    """Refresh the planner's statistics of a table just written, in a short maintenance transaction
+    (:func:`maintenance`). Rows of a value the statistics have never seen (a new batch, a new
     published date) are otherwise estimated at a handful, and joins over them become nested loops
     that run for minutes. ``columns``: only theirs (and the table's row count), for a write that
     changed nothing else a plan depends on, a fraction of a whole ANALYZE's time; the whole table
     while any column has no statistics yet (a new table: its join keys would be guessed, and a
-    100k-customer publish ran for minutes on the next day). ANALYZE
-    conflicts with no reader or writer of the data; when another ANALYZE (autovacuum's) holds the
-    table past ``lock_timeout``, it is left to that one (False)."""
-    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-        conn.commit()
-    try:
-        with conn.transaction():
-            conn.execute(sql.SQL("set local lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout * 1000)}ms")))
-            if columns and conn.execute(
-                    "select exists (select from pg_attribute as a where a.attrelid = %s::regclass and a.attnum > 0 "
-                    "and not a.attisdropped and not exists (select from pg_stats as s where s.schemaname = %s "
-                    "and s.tablename = %s and s.attname = a.attname))",
-                    [sql.Identifier(schema, table).as_string(conn), schema, table]).fetchone()[0]:
-                columns = ()
-            listed = sql.SQL(" ({})").format(sql.SQL(", ").join(map(sql.Identifier, columns))) if columns else sql.SQL("")
-            conn.execute(sql.SQL("analyze {}.{}{}").format(sql.Identifier(schema), sql.Identifier(table), listed))
-        return True
-    except psycopg.errors.LockNotAvailable:
-        return False
+    100k-customer publish ran for minutes on the next day). False when another ANALYZE
+    (autovacuum's) held the table past ``lock_timeout``: it is left to that one."""
+    with maintenance(conn, lock_timeout) as upkeep:
+        if columns and conn.execute(
+                "select exists (select from pg_attribute as a where a.attrelid = %s::regclass and a.attnum > 0 "
+                "and not a.attisdropped and not exists (select from pg_stats as s where s.schemaname = %s "
+                "and s.tablename = %s and s.attname = a.attname))",
+                [sql.Identifier(schema, table).as_string(conn), schema, table]).fetchone()[0]:
+            columns = ()
+        listed = sql.SQL(" ({})").format(sql.SQL(", ").join(map(sql.Identifier, columns))) if columns else sql.SQL("")
+        conn.execute(sql.SQL("analyze {}.{}{}").format(sql.Identifier(schema), sql.Identifier(table), listed))
+    return upkeep.done
