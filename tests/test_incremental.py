@@ -127,9 +127,11 @@ def test_every_published_table_equals_a_rebuild_from_scratch(chains):
     ("marts", "lifecycle_history", "open_stretches"),
     *[("staging", model, "incremental: new batches") for model in (
         "stg_crm__customers", "stg_sales__orders", "stg_sales__order_items", "stg_crm__interactions")],
-    # per-customer state: orders valued again by order, purchase days by customer
+    # per-customer state: orders valued again by order, purchase days and totals by customer
     ("staging", "int_orders__valued", "and order_id in (select order_id from"),
     ("staging", "int_customers__purchase_days", "and customer_id in (select customer_id from"),
+    ("staging", "int_customers__order_totals", "where customer_id in (select customer_id from"),
+    ("staging", "int_customers__btyd_totals", "and customer_id in (select customer_id from"),
 ])
 def test_the_incremental_chain_took_the_incremental_paths(chains, layer, model, marker):
     # otherwise the equality above would compare two rebuilds
@@ -172,3 +174,28 @@ def test_the_planner_knows_the_date_a_run_published(chains):
     its slice for about one row (a nested loop of two 100,000-row slices in the run report)."""
     for table, (estimated, actual) in chains["rebuild"]["estimates"].items():
         assert actual > 300 and estimated >= actual / 2, (table, estimated, actual)
+
+
+def test_a_changed_counting_window_rebuilds_the_per_customer_totals(warehouse_url, tmp_path, monkeypatch):
+    """The totals kept per customer count purchase days in the configured windows: a run with
+    another window rebuilds them (the window is part of the state's fingerprint) instead of
+    keeping counts made with the old one; what does not count in it is kept."""
+    monkeypatch.setenv("TIERLINE_HOME", str(tmp_path / "home"))
+    landing = tmp_path / "landing"
+    generate.generate(landing, customers=150, days=1, seed=5, start_date=DAY1, progress=False)
+    ctx = pipeline.context(DAY1, "windows-test", landing)
+    pipeline.run_through(ctx, "dbt_staging")
+    touched_only = "where customer_id in (select customer_id from"
+    pipeline.run("dbt_staging", ctx)  # nothing new: the totals are kept, nobody computed again
+    assert touched_only in compiled(ctx, "staging", "int_customers__order_totals")
+    windows = ctx.config.windows.model_copy(update={"frequency_days": 180})
+    ctx.config = ctx.config.model_copy(update={"windows": windows})
+    pipeline.run("dbt_staging", ctx)
+    assert touched_only not in compiled(ctx, "staging", "int_customers__order_totals")
+    assert "and customer_id in (select customer_id from" in compiled(ctx, "staging", "int_customers__btyd_totals")
+    with warehouse.connect(warehouse_url) as conn:
+        counted, expected = conn.execute(
+            f"select (select sum(frequency) from {ctx.schemas['intermediate']}.int_customers__order_summary), "
+            f"(select count(*) from {ctx.schemas['state']}.int_customers__purchase_days "
+            "where purchase_date > %s::date - 180)", [DAY1]).fetchone()
+    assert counted == expected > 0

@@ -41,8 +41,12 @@
         a node without one reads it as null or undefined depending on where it is read from) -#}
     {%- set node = model if identifier is none else
         (graph.nodes.values() | selectattr('name', 'equalto', identifier) | first) %}
+    {#- and the vars a per-customer state model declares it is computed with (its config's
+        meta.state_vars: the windows of int_customers__order_totals): a changed window rebuilds it -#}
+    {%- set declared = [] %}
+    {%- for name in ((node.config.meta or {}).get('state_vars') or []) %}{% do declared.append(var(name)) %}{% endfor %}
     {{- return(local_md5(staging_state_version() ~ '|' ~ node.raw_code ~ '|' ~ (node.config.unique_key or '')
-        ~ '|' ~ var('business_timezone') ~ '|' ~ var('currency', 'CNY'))) -}}
+        ~ '|' ~ var('business_timezone') ~ '|' ~ var('currency', 'CNY') ~ '|' ~ tojson(declared, sort_keys=true))) -}}
 {%- endmacro %}
 
 {% macro staging_visible_batches() -%}
@@ -177,11 +181,12 @@
     {%- if plan.gone and unique %}
     delete from {{ this }} where _batch_id in ({{ id_list(plan.gone) }});
     {%- endif %}
-    create {{ 'unique ' if unique }}index if not exists {{ adapter.quote(this.identifier ~ '__key') }}
-        on {{ this }} ({{ (staging_key() if unique else ['customer_id']) | join(', ') }});
-    {%- if not unique and config.get('unique_key') %}
+    {%- set key = staging_key() or [] %}
+    create {{ 'unique ' if unique or key == ['customer_id'] }}index if not exists {{ adapter.quote(this.identifier ~ '__key') }}
+        on {{ this }} ({{ (key if unique else ['customer_id']) | join(', ') }});
+    {%- if not unique and key and key != ['customer_id'] %}
     create unique index if not exists {{ adapter.quote(this.identifier ~ '__unique_key') }}
-        on {{ this }} ({{ staging_key() | join(', ') }});
+        on {{ this }} ({{ key | join(', ') }});
     {%- endif %}
     insert into {{ staging_state_ledger() }} (model, version, batches, as_of_date, run_id)
     values (
@@ -194,13 +199,30 @@
         run_id = excluded.run_id, updated_at = now()
 {%- endmacro %}
 
-{#- Per-customer state (int_orders__valued, int_customers__purchase_days in the state schema):
-    a run deletes the rows it must compute again and inserts them, computed from staging: the
-    orders int_orders__touched names (an order's value depends on that order alone) in
+{#- Per-customer state (the models in models/intermediate/state, in the state schema): a run
+    deletes the rows it must compute again and inserts them, computed from staging: the orders
+    int_orders__touched names (an order's value depends on that order alone) in
     int_orders__valued, their customers (int_customers__touched) in the models keyed by
-    customer. Only when the model stood for the same batches as int_orders__valued did when the
-    touched orders were found (and its code is unchanged, nothing it folded in is gone): else it
-    is rebuilt whole. -#}
+    customer, with the customers who have a purchase day that the start of a counting window
+    passed since the last run (customer_state_windows). Only when the model stood for the same
+    batches and run date as int_orders__valued did when the touched rows were found (and its code
+    and declared vars are unchanged, nothing it folded in is gone): else it is rebuilt whole. -#}
+
+{% macro customer_state_windows() -%}
+    {#- The lengths in days of every window ending at the run date that the per-customer state
+        counts purchase days in (vars windows, lifecycle, clv; int_customers__order_totals and
+        __btyd_totals). A window's start moves with the run date: a customer with a purchase day
+        it passed is computed again. -#}
+    {%- set w, lc, clv = var('windows'), var('lifecycle'), var('clv') %}
+    {%- set days = [w.frequency_days, w.monetary_days, w.trend_days, 2 * w.trend_days, lc.reactivated_window_days] %}
+    {%- if clv.calibration_days %}{% do days.append(clv.calibration_days) %}{% endif %}
+    {{- return(days | map('int') | unique | sort | list) }}
+{%- endmacro %}
+
+{% macro customer_state_stood_for(plan) -%}
+    {#- what a per-customer state model stands for: its batches and its run date -#}
+    {{- return(plan.batches ~ '@' ~ plan.as_of) }}
+{%- endmacro %}
 
 {% macro customer_state_incremental() -%}
     {%- set plan = staging_state_plan() %}
@@ -208,17 +230,17 @@
         {{- return(false) }}
     {%- endif %}
     {%- set found = run_query("select from_batches from " ~ ref('int_customers__touched') ~ " where customer_id is null").rows %}
-    {{- return(found | length == 1 and found[0][0] == plan.batches) }}
+    {{- return(found | length == 1 and found[0][0] == customer_state_stood_for(plan)) }}
 {%- endmacro %}
 
 {% macro customer_state_touched() -%}
-    {#- the condition on this per-customer state model's rows that the run computes again: by
-        order for int_orders__valued, by customer for the others -#}
-    {%- if this.identifier == 'int_orders__valued' %}
-        {{- 'order_id in (select order_id from ' ~ ref('int_orders__touched') ~ ')' }}
-    {%- else %}
-        {{- 'customer_id in (select customer_id from ' ~ ref('int_customers__touched') ~ ')' }}
-    {%- endif %}
+    {#- the condition on this state model's rows that the run computes again: the touched set of
+        the model's grain, as its unique_key names it (int_orders__valued, keyed by order_id: an
+        order's value depends on that order alone), else by customer -#}
+    {%- set touched_sets = {'order_id': 'int_orders__touched', 'customer_id': 'int_customers__touched'} %}
+    {%- set key = staging_key() or [] %}
+    {%- set column = key[0] if key | length == 1 and key[0] in touched_sets else 'customer_id' %}
+    {{- column ~ ' in (select ' ~ column ~ ' from ' ~ ref(touched_sets[column]) ~ ')' }}
 {%- endmacro %}
 
 {% macro customer_state_prepare() -%}

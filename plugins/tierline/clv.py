@@ -38,9 +38,13 @@ class ClvOutcome:
 
 
 def _read_summary(conn, schema: str) -> pd.DataFrame:
+    """The summary in one order (by customer): the fit's sums then add the same numbers in the
+    same order whatever order the table's rows are stored in, and the same data gives the same
+    parameters to the last digit (the per-customer state rewrites the rows a run touched, so an
+    incremental chain stores them in another order than a rebuild)."""
     buffer = io.BytesIO()
-    query = sql.SQL("copy (select customer_id, frequency, recency, t_age, monetary_value from {}.{}) "
-                    "to stdout with (format csv, header true)").format(sql.Identifier(schema), sql.Identifier(SUMMARY))
+    query = sql.SQL("copy (select customer_id, frequency, recency, t_age, monetary_value from {}.{} "
+                    "order by customer_id) to stdout with (format csv, header true)").format(sql.Identifier(schema), sql.Identifier(SUMMARY))
     with conn.cursor().copy(query) as copy:
         for chunk in copy:
             buffer.write(chunk)

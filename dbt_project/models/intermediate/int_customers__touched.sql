@@ -1,11 +1,15 @@
--- The customers whose purchase days a run must compute again (macros/staging_state.sql,
--- per-customer state): the customer of each order int_orders__touched names, now and the one it
--- had before. The row with a null customer_id carries the batches int_orders__valued stood for
--- when this was computed; no rows at all means the per-customer state models are rebuilt whole.
+-- The customers whose per-customer state a run must compute again (macros/staging_state.sql):
+-- the customer of each order int_orders__touched names, now and the one it had before, and every
+-- customer with an order on a day that the start of a counting window (customer_state_windows)
+-- passed between the state's run date and this one (their windowed counts change though none of
+-- their orders did). The row with a null customer_id carries the batches and run date
+-- int_orders__valued stood for when this was computed; no rows at all means the per-customer
+-- state models are rebuilt whole.
 -- depends_on: {{ ref('stg_sales__orders') }}
 -- depends_on: {{ ref('int_orders__touched') }}
 {%- set plan = staging_state_plan('int_orders__valued') %}
 {%- if plan.incremental and not plan.gone %}
+    {%- set since = sql_literal(plan.as_of) ~ '::date' %}
 with
 
 customers as (
@@ -14,6 +18,15 @@ customers as (
     union
     select customer_id from {{ adapter.quote(staging_state_schema()) }}.int_orders__valued
     where order_id in (select order_id from {{ ref('int_orders__touched') }})
+    union
+    select customer_id from {{ ref('stg_sales__orders') }}
+    where
+    {%- for days in customer_state_windows() %}
+        (
+            order_date > least({{ since }}, {{ as_of() }}) - {{ days }}
+            and order_date <= greatest({{ since }}, {{ as_of() }}) - {{ days }}
+        ){% if not loop.last %} or{% endif %}
+    {%- endfor %}
 )
 
 select
@@ -23,7 +36,7 @@ from customers
 union all
 select
     null::text as customer_id,
-    {{ sql_literal(plan.batches) }}::text as from_batches
+    {{ sql_literal(customer_state_stood_for(plan)) }}::text as from_batches
 {%- else %}
     select
         null::text as customer_id,
