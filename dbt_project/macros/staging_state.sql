@@ -240,7 +240,10 @@
     {%- set touched_sets = {'order_id': 'int_orders__touched', 'customer_id': 'int_customers__touched'} %}
     {%- set key = staging_key() or [] %}
     {%- set column = key[0] if key | length == 1 and key[0] in touched_sets else 'customer_id' %}
-    {{- column ~ ' in (select ' ~ column ~ ' from ' ~ ref(touched_sets[column]) ~ ')' }}
+    {#- the customers a window's start passed, only for a model that counts in windows (its config's
+        meta.counts_in_windows): their purchase days did not change -#}
+    {%- set windowed = column != 'customer_id' or (config.get('meta') or {}).get('counts_in_windows', false) %}
+    {{- column ~ ' in (select ' ~ column ~ ' from ' ~ ref(touched_sets[column]) ~ ('' if windowed else ' where not by_window') ~ ')' }}
 {%- endmacro %}
 
 {% macro customer_state_prepare() -%}
