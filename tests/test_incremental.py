@@ -199,3 +199,22 @@ def test_a_changed_counting_window_rebuilds_the_per_customer_totals(warehouse_ur
             f"(select count(*) from {ctx.schemas['state']}.int_customers__purchase_days "
             "where purchase_date > %s::date - 180)", [DAY1]).fetchone()
     assert counted == expected > 0
+
+
+def test_a_run_that_touches_most_of_the_state_rebuilds_it(warehouse_url, tmp_path, monkeypatch):
+    """Deleting and computing again most of a per-customer state table costs more than building
+    it whole (the 100k bench's 10% day: purchase days 8.7 s by customer, 4.9 s rebuilt): a run
+    that touches more than half of it rebuilds it."""
+    monkeypatch.setenv("TIERLINE_HOME", str(tmp_path / "home"))
+    landing = tmp_path / "landing"
+    generate.generate(landing, customers=150, days=1, seed=7, start_date=DAY1, progress=False)
+    pipeline.run_through(pipeline.context(DAY1, "most-of-it-1", landing))
+    # the whole snapshot sent again the next day: every order's current version is in its batch
+    shutil.copytree(landing / DAY1.isoformat(), landing / DAYS[1].isoformat())
+    ctx = pipeline.context(DAYS[1], "most-of-it-2", landing)
+    pipeline.run_through(ctx, "dbt_staging")
+    for model, touched_only in (("int_orders__valued", "and order_id in (select order_id from"),
+                                ("int_customers__purchase_days", "and customer_id in (select customer_id from"),
+                                ("int_customers__order_totals", "where customer_id in (select customer_id from")):
+        assert touched_only not in compiled(ctx, "staging", model), f"{model} was computed again by key"
+    assert "incremental: new batches" in compiled(ctx, "staging", "stg_sales__orders")  # staging itself was not

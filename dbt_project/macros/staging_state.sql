@@ -188,6 +188,16 @@
     create unique index if not exists {{ adapter.quote(this.identifier ~ '__unique_key') }}
         on {{ this }} ({{ key | join(', ') }});
     {%- endif %}
+    {%- if not unique %}
+    -- a rebuilt table's row count is unknown to the planner (a truncate forgets it) until it is
+    -- analyzed, and customer_state_incremental measures how much a run touches against it
+    do $$ begin
+        if (select c.reltuples < 0 from pg_class as c
+            where c.oid = {{ sql_literal(adapter.quote(this.schema) ~ '.' ~ adapter.quote(this.identifier)) }}::regclass) then
+            analyze {{ this }};
+        end if;
+    end $$;
+    {%- endif %}
     insert into {{ staging_state_ledger() }} (model, version, batches, as_of_date, run_id)
     values (
         {{ sql_literal(this.identifier) }}, {{ sql_literal(staging_state_fingerprint()) }},
@@ -224,26 +234,53 @@
     {{- return(plan.batches ~ '@' ~ plan.as_of) }}
 {%- endmacro %}
 
+{#- Per grain of a per-customer state model (its unique_key; by customer when it has none): the
+    touched set naming the keys a run computes again, and the state table whose rows measure
+    how much of the state that is. -#}
+{% macro customer_state_grains() -%}
+    {{- return({
+        'order_id': {'touched': 'int_orders__touched', 'measured_in': 'int_orders__valued'},
+        'customer_id': {'touched': 'int_customers__touched', 'measured_in': 'int_customers__purchase_days'},
+    }) -}}
+{%- endmacro %}
+
+{% macro customer_state_grain() -%}
+    {%- set key = staging_key() or [] %}
+    {{- return(key[0] if key | length == 1 and key[0] in customer_state_grains() else 'customer_id') }}
+{%- endmacro %}
+
 {% macro customer_state_incremental() -%}
     {%- set plan = staging_state_plan() %}
     {%- if not plan.incremental or plan.gone %}
         {{- return(false) }}
     {%- endif %}
     {%- set found = run_query("select from_batches from " ~ ref('int_customers__touched') ~ " where customer_id is null").rows %}
-    {{- return(found | length == 1 and found[0][0] == customer_state_stood_for(plan)) }}
+    {%- if not (found | length == 1 and found[0][0] == customer_state_stood_for(plan)) %}
+        {{- return(false) }}
+    {%- endif %}
+    {#- A run that touches most of the state rebuilds it: deleting and inserting again more than
+        half of a table's rows costs more than writing all of them (the 100k bench's 10% day:
+        purchase days 8.7 s by customer, 4.9 s rebuilt; its 1% day touched a third, 2.8 s).
+        Counted up to that half of the measured table's planner row count, no further. -#}
+    {%- set measured = adapter.quote(staging_state_schema()) ~ '.' ~ customer_state_grains()[customer_state_grain()].measured_in %}
+    {%- set half = run_query("select ceil(greatest(reltuples, 0) / 2)::bigint from pg_class where oid = to_regclass(" ~ sql_literal(measured) ~ ")").rows %}
+    {%- if half | length == 0 or (half[0][0] | int) == 0 %}
+        {{- return(true) }}
+    {%- endif %}
+    {%- set touched = run_query("select count(*) from (select from " ~ measured ~ " where " ~ customer_state_touched()
+        ~ " limit " ~ ((half[0][0] | int) + 1) ~ ") as touched").rows[0][0] %}
+    {{- return((touched | int) <= (half[0][0] | int)) }}
 {%- endmacro %}
 
 {% macro customer_state_touched() -%}
     {#- the condition on this state model's rows that the run computes again: the touched set of
-        the model's grain, as its unique_key names it (int_orders__valued, keyed by order_id: an
-        order's value depends on that order alone), else by customer -#}
-    {%- set touched_sets = {'order_id': 'int_orders__touched', 'customer_id': 'int_customers__touched'} %}
-    {%- set key = staging_key() or [] %}
-    {%- set column = key[0] if key | length == 1 and key[0] in touched_sets else 'customer_id' %}
+        the model's grain (int_orders__valued, keyed by order_id: an order's value depends on
+        that order alone), by customer otherwise -#}
+    {%- set column = customer_state_grain() %}
     {#- the customers a window's start passed, only for a model that counts in windows (its config's
         meta.counts_in_windows): their purchase days did not change -#}
     {%- set windowed = column != 'customer_id' or (config.get('meta') or {}).get('counts_in_windows', false) %}
-    {{- column ~ ' in (select ' ~ column ~ ' from ' ~ ref(touched_sets[column]) ~ ('' if windowed else ' where not by_window') ~ ')' }}
+    {{- column ~ ' in (select ' ~ column ~ ' from ' ~ ref(customer_state_grains()[column].touched) ~ ('' if windowed else ' where not by_window') ~ ')' }}
 {%- endmacro %}
 
 {% macro customer_state_prepare() -%}
