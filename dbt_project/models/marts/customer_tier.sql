@@ -27,7 +27,12 @@ ranked as (
         {%- for m in metrics %}
             case when is_buyer then percent_rank() over (partition by is_buyer order by coalesce({{ m }}, 0)) end as pr_{{ m }},
         {%- endfor %}
-        is_buyer
+        is_buyer,
+        -- what the rules and the result read further on travel with the row: no join back
+        branch_code,
+        account_manager_id,
+        monetary,
+        orders_in_window
     from value
 ),
 
@@ -35,6 +40,10 @@ dimensions as (
     select
         customer_id,
         is_buyer,
+        branch_code,
+        account_manager_id,
+        monetary,
+        orders_in_window,
         {%- for name, dim in spec['dimensions'].items() %}
             coalesce(({% for m in dim['metrics'] %}pr_{{ m }}{% if not loop.last %} + {% endif %}{% endfor %}) / {{ dim['metrics'] | length }}.0, 0) as {{ name }}_score,
         {%- endfor %}
@@ -55,12 +64,11 @@ scored as (
 thresholds as (
     -- one column per tier and threshold: the branch's value where the spec gives one
     select
-        value.customer_id,
         {%- for tier in ruled_tiers %}{% for field in fields %}
             {%- set overriding = [] %}
             {%- for branch, tiers in branches.items() %}{% if tiers.get(tier['code']) and tiers[tier['code']].get(field) is not none %}{% do overriding.append((branch, tiers[tier['code']][field])) %}{% endif %}{% endfor %}
             {%- if overriding %}
-                case value.branch_code
+                case scored.branch_code
                     {%- for branch, threshold in overriding %}
                         when {{ sql_literal(branch) }} then {{ sql_number(threshold) }}
                     {%- endfor %}
@@ -70,37 +78,26 @@ thresholds as (
                 {{ sql_number(tier[field]) }}::numeric as {{ sql_code(tier['code']) }}__{{ field }},
             {%- endif %}
         {%- endfor %}{% endfor %}
-        value.branch_code
-    from value
+        scored.*
+    from scored
 ),
 
 ruled as (
     select
-        scored.*,
-        value.monetary,
-        value.orders_in_window,
-        value.branch_code,
-        value.account_manager_id,
-        {%- for tier in ruled_tiers %}
-            {%- for field in fields %}
-                thresholds.{{ sql_code(tier['code']) }}__{{ field }},
-            {%- endfor %}
-        {%- endfor %}
+        thresholds.*,
         case
             {%- for tier in ruled_tiers %}
                 when (
                     thresholds.{{ sql_code(tier['code']) }}__min_score_percentile is null
-                    or (scored.is_buyer and scored.score_percentile >= thresholds.{{ sql_code(tier['code']) }}__min_score_percentile)
+                    or (thresholds.is_buyer and thresholds.score_percentile >= thresholds.{{ sql_code(tier['code']) }}__min_score_percentile)
                 )
-                and (thresholds.{{ sql_code(tier['code']) }}__min_monetary is null or value.monetary >= thresholds.{{ sql_code(tier['code']) }}__min_monetary)
-                and (thresholds.{{ sql_code(tier['code']) }}__min_orders is null or value.orders_in_window >= thresholds.{{ sql_code(tier['code']) }}__min_orders)
+                and (thresholds.{{ sql_code(tier['code']) }}__min_monetary is null or thresholds.monetary >= thresholds.{{ sql_code(tier['code']) }}__min_monetary)
+                and (thresholds.{{ sql_code(tier['code']) }}__min_orders is null or thresholds.orders_in_window >= thresholds.{{ sql_code(tier['code']) }}__min_orders)
                     then {{ loop.index }}
             {%- endfor %}
             else {{ ladder | length }}
         end as rule_rank
-    from scored
-    inner join value on scored.customer_id = value.customer_id
-    inner join thresholds on scored.customer_id = thresholds.customer_id
+    from thresholds
 ),
 
 overrides as (
