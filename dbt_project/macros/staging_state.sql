@@ -260,7 +260,7 @@
     {%- endif %}
     {#- A run that touches most of the state rebuilds it: deleting and inserting again more than
         half of a table's rows costs more than writing all of them (the 100k bench's 10% day:
-        purchase days 8.7 s by customer, 4.9 s rebuilt; its 1% day touched a third, 2.8 s).
+        purchase days 8.7-8.9 s by customer, 7.75 s rebuilt; its 1% day touched a third, 2.8 s).
         Counted up to that half of the measured table's planner row count, no further. -#}
     {%- set measured = adapter.quote(staging_state_schema()) ~ '.' ~ customer_state_grains()[customer_state_grain()].measured_in %}
     {%- set half = run_query("select ceil(greatest(reltuples, 0) / 2)::bigint from pg_class where oid = to_regclass(" ~ sql_literal(measured) ~ ")").rows %}
