@@ -170,6 +170,13 @@
     {%- endif %}
 {%- endmacro %}
 
+{% macro staging_state_index(kind) -%}
+    {#- the name of a state table's index (made by staging_state_record, dropped with a rebuild's
+        truncate by customer_state_prepare): `key` (a staging model's key; a per-customer model's
+        customer_id) or `unique_key` (a per-customer model's own key when it is another) -#}
+    {{- return(adapter.quote(this.identifier ~ '__' ~ kind)) }}
+{%- endmacro %}
+
 {% macro staging_state_record(unique=true) -%}
     {#- post-hook, in the model's transaction: drop the kept rows of batches the run does not see
         (their keys have no visible row left, or were decided again above), index the key, and
@@ -182,15 +189,15 @@
     delete from {{ this }} where _batch_id in ({{ id_list(plan.gone) }});
     {%- endif %}
     {%- set key = staging_key() or [] %}
-    create {{ 'unique ' if unique or key == ['customer_id'] }}index if not exists {{ adapter.quote(this.identifier ~ '__key') }}
+    create {{ 'unique ' if unique or key == ['customer_id'] }}index if not exists {{ staging_state_index('key') }}
         on {{ this }} ({{ (key if unique else ['customer_id']) | join(', ') }});
     {%- if not unique and key and key != ['customer_id'] %}
-    create unique index if not exists {{ adapter.quote(this.identifier ~ '__unique_key') }}
+    create unique index if not exists {{ staging_state_index('unique_key') }}
         on {{ this }} ({{ key | join(', ') }});
     {%- endif %}
     {%- if not unique %}
     -- a rebuilt table's row count is unknown to the planner (a truncate forgets it) until it is
-    -- analyzed, and customer_state_incremental measures how much a run touches against it
+    -- analyzed, and customer_state_over_half measures how much a run touches against it
     do $$ begin
         if (select c.reltuples < 0 from pg_class as c
             where c.oid = {{ sql_literal(adapter.quote(this.schema) ~ '.' ~ adapter.quote(this.identifier)) }}::regclass) then
@@ -249,38 +256,54 @@
     {{- return(key[0] if key | length == 1 and key[0] in customer_state_grains() else 'customer_id') }}
 {%- endmacro %}
 
+{% macro customer_state_counts_in_windows() -%}
+    {#- A state model keyed by customer that declares the vars it is computed with (meta.state_vars:
+        the windows of int_customers__order_totals and __btyd_totals) counts in windows ending at
+        the run date: it computes again the customers a window's start passed too. -#}
+    {{- return(customer_state_grain() == 'customer_id' and ((config.get('meta') or {}).get('state_vars') or []) | length > 0) }}
+{%- endmacro %}
+
+{% macro customer_state_over_half(touched, grain) -%}
+    {#- SQL: are the `touched` rows (a count) more than half of the grain's measured table (its
+        planner row count)? A run that touches most of the state rebuilds it: deleting and
+        inserting again more than half of a table's rows costs more than writing all of them (the
+        100k bench's 10% day: purchase days 8.7-8.9 s by customer, 7.75 s rebuilt; its 1% day
+        touched a third, 2.8 s). A table never analyzed is kept up. -#}
+    {%- set measured = adapter.quote(staging_state_schema()) ~ '.' ~ adapter.quote(customer_state_grains()[grain].measured_in) %}
+    coalesce((
+        select c.reltuples > 0 and {{ touched }} > ceil(c.reltuples / 2)
+        from pg_class as c where c.oid = to_regclass({{ sql_literal(measured) }})
+    ), false)
+{%- endmacro %}
+
 {% macro customer_state_incremental() -%}
+    {#- Is this state model kept up (rows of touched keys deleted and computed again) rather than
+        rebuilt? Only when it stood for what int_orders__valued stood for when int_customers__touched
+        found the touched keys, and those are at most half of the state (decided there, once per
+        grain for every model: its over_half_* columns). -#}
     {%- set plan = staging_state_plan() %}
     {%- if not plan.incremental or plan.gone %}
         {{- return(false) }}
     {%- endif %}
-    {%- set found = run_query("select from_batches from " ~ ref('int_customers__touched') ~ " where customer_id is null").rows %}
-    {%- if not (found | length == 1 and found[0][0] == customer_state_stood_for(plan)) %}
-        {{- return(false) }}
-    {%- endif %}
-    {#- A run that touches most of the state rebuilds it: deleting and inserting again more than
-        half of a table's rows costs more than writing all of them (the 100k bench's 10% day:
-        purchase days 8.7-8.9 s by customer, 7.75 s rebuilt; its 1% day touched a third, 2.8 s).
-        Counted up to that half of the measured table's planner row count, no further. -#}
-    {%- set measured = adapter.quote(staging_state_schema()) ~ '.' ~ customer_state_grains()[customer_state_grain()].measured_in %}
-    {%- set half = run_query("select ceil(greatest(reltuples, 0) / 2)::bigint from pg_class where oid = to_regclass(" ~ sql_literal(measured) ~ ")").rows %}
-    {%- if half | length == 0 or (half[0][0] | int) == 0 %}
-        {{- return(true) }}
-    {%- endif %}
-    {%- set touched = run_query("select count(*) from (select from " ~ measured ~ " where " ~ customer_state_touched()
-        ~ " limit " ~ ((half[0][0] | int) + 1) ~ ") as touched").rows[0][0] %}
-    {{- return((touched | int) <= (half[0][0] | int)) }}
+    {%- set over_half = 'over_half_' ~ customer_state_grain() ~ ('_in_windows' if customer_state_counts_in_windows() else '') %}
+    {%- set found = run_query("select from_batches, " ~ over_half ~ " from " ~ ref('int_customers__touched') ~ " where customer_id is null").rows %}
+    {{- return(found | length == 1 and found[0][0] == customer_state_stood_for(plan) and not found[0][1]) }}
 {%- endmacro %}
 
 {% macro customer_state_touched() -%}
     {#- the condition on this state model's rows that the run computes again: the touched set of
         the model's grain (int_orders__valued, keyed by order_id: an order's value depends on
-        that order alone), by customer otherwise -#}
+        that order alone), by customer otherwise, with the customers a window's start passed only
+        for a model that counts in windows (their purchase days did not change) -#}
     {%- set column = customer_state_grain() %}
-    {#- the customers a window's start passed, only for a model that counts in windows (its config's
-        meta.counts_in_windows): their purchase days did not change -#}
-    {%- set windowed = column != 'customer_id' or (config.get('meta') or {}).get('counts_in_windows', false) %}
+    {%- set windowed = column != 'customer_id' or customer_state_counts_in_windows() %}
     {{- column ~ ' in (select ' ~ column ~ ' from ' ~ ref(customer_state_grains()[column].touched) ~ ('' if windowed else ' where not by_window') ~ ')' }}
+{%- endmacro %}
+
+{% macro customer_state_only_touched(only_touched, keyword='where') -%}
+    {#- `keyword` and the touched condition when the model is kept up (customer_state_incremental),
+        nothing when it is rebuilt -#}
+    {%- if only_touched %}{{ keyword }} {{ customer_state_touched() }}{% endif %}
 {%- endmacro %}
 
 {% macro customer_state_prepare() -%}
@@ -292,8 +315,8 @@
     truncate {{ this }};
     -- rebuilt rows are loaded first and indexed after (staging_state_record): an index kept up
     -- row by row made the 100k 10% day's rebuild of the purchase days as slow as by customer
-    drop index if exists {{ adapter.quote(this.schema) }}.{{ adapter.quote(this.identifier ~ '__key') }};
-    drop index if exists {{ adapter.quote(this.schema) }}.{{ adapter.quote(this.identifier ~ '__unique_key') }}
+    drop index if exists {{ adapter.quote(this.schema) }}.{{ staging_state_index('key') }};
+    drop index if exists {{ adapter.quote(this.schema) }}.{{ staging_state_index('unique_key') }}
         {%- endif %}
     {%- endif %}
 {%- endmacro %}

@@ -2,9 +2,12 @@
 -- the customer of each order int_orders__touched names, now and the one it had before, and every
 -- customer with an order on a day that the start of a counting window (customer_state_windows)
 -- passed between the state's run date and this one (their windowed counts change though none of
--- their orders did: by_window, for the models that count in windows only). The row with a null customer_id carries the batches and run date
--- int_orders__valued stood for when this was computed; no rows at all means the per-customer
--- state models are rebuilt whole.
+-- their orders did: by_window, for the models that count in windows only). The row with a null
+-- customer_id carries the batches and run date int_orders__valued stood for when this was
+-- computed, and, once for every state model, whether the run touches more than half of the state
+-- (customer_state_over_half; by the model's grain and whether it counts in windows): such a
+-- model is rebuilt instead. No rows at all means the
+-- per-customer state models are rebuilt whole.
 -- depends_on: {{ ref('stg_sales__orders') }}
 -- depends_on: {{ ref('int_orders__touched') }}
 {%- set plan = staging_state_plan('int_orders__valued') %}
@@ -36,22 +39,56 @@ customers as (
             and order_date <= greatest({{ since }}, {{ as_of() }}) - {{ days }}
         ){% if not loop.last %} or{% endif %}
     {%- endfor %}
+),
+
+touched_days as (
+    -- the purchase days of the touched customers: how much of the customer-keyed state the run
+    -- would compute again, without and with the customers a window's start passed
+    {%- set measured = customer_state_grains()['customer_id'].measured_in %}
+    {%- if adapter.get_relation(database=target.database, schema=staging_state_schema(), identifier=measured) is none %}
+    select
+        0 as by_orders,
+        0 as in_windows
+    {%- else %}
+    select
+        count(*) filter (where not touched.by_window) as by_orders,
+        count(*) as in_windows
+    from {{ adapter.quote(staging_state_schema()) }}.{{ adapter.quote(measured) }} as days
+    inner join (
+        select
+            customer_id,
+            bool_and(by_window) as by_window
+        from customers
+        group by customer_id
+    ) as touched on days.customer_id = touched.customer_id
+    {%- endif %}
 )
 
 select
     customer_id,
     by_window,
-    null::text as from_batches
+    null::text as from_batches,
+    null::boolean as over_half_order_id,
+    null::boolean as over_half_customer_id,
+    null::boolean as over_half_customer_id_in_windows
 from customers
 union all
 select
     null::text as customer_id,
     null::boolean as by_window,
-    {{ sql_literal(customer_state_stood_for(plan)) }}::text as from_batches
+    {{ sql_literal(customer_state_stood_for(plan)) }}::text as from_batches,
+    {{ customer_state_over_half('(select count(*) from ' ~ ref('int_orders__touched') ~ ')', 'order_id') }}
+        as over_half_order_id,
+    {{ customer_state_over_half('(select by_orders from touched_days)', 'customer_id') }} as over_half_customer_id,
+    {{ customer_state_over_half('(select in_windows from touched_days)', 'customer_id') }}
+        as over_half_customer_id_in_windows
 {%- else %}
     select
         null::text as customer_id,
         null::boolean as by_window,
-        null::text as from_batches
+        null::text as from_batches,
+        null::boolean as over_half_order_id,
+        null::boolean as over_half_customer_id,
+        null::boolean as over_half_customer_id_in_windows
     where false
 {%- endif %}

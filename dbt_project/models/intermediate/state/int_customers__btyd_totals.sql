@@ -18,9 +18,7 @@ days as (
     {%- if clv.calibration_days %}
         and purchase_date > {{ as_of() }} - {{ clv.calibration_days }}
         {%- endif %}
-    {%- if only_touched %}
-        and {{ customer_state_touched() }}
-        {%- endif %}
+    {{ customer_state_only_touched(only_touched, 'and') }}
 ),
 
 ordered as (

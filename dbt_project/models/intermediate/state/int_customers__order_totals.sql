@@ -11,16 +11,12 @@ with
 
 days as (
     select * from {{ ref('int_customers__purchase_days') }}
-    {%- if only_touched %}
-    where {{ customer_state_touched() }}
-    {%- endif %}
+    {{ customer_state_only_touched(only_touched) }}
 ),
 
 orders as (
     select * from {{ ref('int_orders__valued') }}
-    {%- if only_touched %}
-    where {{ customer_state_touched() }}
-    {%- endif %}
+    {{ customer_state_only_touched(only_touched) }}
 ),
 
 by_day as (

@@ -6,7 +6,7 @@ with
 
 orders as (
     select * from {{ ref('int_orders__valued') }}
-    where is_purchase{% if customer_state_incremental() %} and {{ customer_state_touched() }}{% endif %}
+    where is_purchase {{ customer_state_only_touched(customer_state_incremental(), 'and') }}
 ),
 
 days as (

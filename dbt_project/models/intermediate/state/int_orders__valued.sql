@@ -10,7 +10,7 @@ with
 orders as (
     -- staging holds every visible version; the run date bounds what happened
     select * from {{ ref('stg_sales__orders') }}
-    where order_date <= {{ as_of() }}{% if only_touched %} and {{ customer_state_touched() }}{% endif %}
+    where order_date <= {{ as_of() }} {{ customer_state_only_touched(only_touched, 'and') }}
 ),
 
 items as (
