@@ -22,7 +22,7 @@ import psycopg
 import pytest
 import yaml
 
-from tierline import pipeline, settings, warehouse
+from tierline import pipeline, runs, settings, warehouse
 from tierline.assets import PUBLISHED_TABLES
 from tierline.errors import PublishRefused
 from tierline_dev import generate
@@ -149,8 +149,9 @@ def test_a_second_run_waits_for_the_first_and_both_publish_what_a_clean_run_does
 
 
 def test_publish_copies_only_what_the_gate_audited(world):
-    """A build table changed after gate_marts, or a publication that happened after the run
-    started building, makes publish refuse; once both are undone it publishes."""
+    """A build table written after gate_marts (even back to what it held), or a publication that
+    happened after the run started building, makes publish refuse; once the table is audited
+    again and the publication undone it publishes."""
     url = world["database"]("audited")
     world["patch"].setenv(warehouse.ENV_URL, url)
     ctx = run_in_process(DAY1, "audited", world["landing"], until_publish=False)
@@ -162,6 +163,19 @@ def test_publish_copies_only_what_the_gate_audited(world):
         pipeline.publish(ctx)
     with warehouse.connect(url) as conn:
         conn.execute(f"update {marts}.customer_tier set tier = %s where customer_id = %s", (customer[1], customer[0]))
+    # the same content, written after the audit: what is published is what was audited, not what
+    # happens to look like it
+    with pytest.raises(PublishRefused, match="customer_tier is not what gate_marts audited"):
+        pipeline.publish(ctx)
+    with warehouse.connect(url) as conn:
+        conn.execute(f"alter table {marts}.customer_events add column note text default 'x'")
+    pipeline.gate(ctx, "marts")
+    with warehouse.connect(url) as conn:
+        conn.execute(f"alter table {marts}.customer_events drop column note")
+    with pytest.raises(PublishRefused, match="customer_events is not what gate_marts audited"):
+        pipeline.publish(ctx)
+    pipeline.gate(ctx, "marts")
+    with warehouse.connect(url) as conn:
         conn.execute("insert into analytics.publication_log (run_id, as_of_date, row_counts) "
                      "values ('someone-else', '2026-10-31', '{}')")
     with pytest.raises(PublishRefused, match="changed after this run started building"):
@@ -176,6 +190,23 @@ def test_publish_copies_only_what_the_gate_audited(world):
                             (list(ctx.schemas.values()),)).fetchone()[0]
     # raw, the staging state and analytics: the run's build schemas are dropped once it published
     assert left == 3
+
+
+def test_an_audit_table_of_the_checksum_era_takes_versions(warehouse_url):
+    """A warehouse whose audits held a checksum of every row's text gets the version column; the
+    audit of a run that straddled the upgrade matches nothing (that run audits again)."""
+    with warehouse.connect(warehouse_url, autocommit=True) as conn:
+        conn.execute("create schema tierline")
+        conn.execute("create table tierline.audits (run_id text not null, as_of_date date not null, relation text not null, "
+                     "relation_oid oid not null, row_count bigint not null, checksum numeric not null, "
+                     "audited_at timestamptz not null default now(), primary key (run_id, as_of_date, relation))")
+        conn.execute("insert into tierline.audits values ('old', '2026-11-01', 'customer_tier', 1, 3, 42)")
+        runs.ensure_control(conn)
+        runs.ensure_control(conn)
+        columns = [r[0] for r in conn.execute("select column_name from information_schema.columns where "
+                                              "table_schema = 'tierline' and table_name = 'audits' order by ordinal_position")]
+        assert "checksum" not in columns and "version" in columns
+        assert conn.execute("select version from tierline.audits where run_id = 'old'").fetchone()[0] == ""
 
 
 def test_a_killed_run_frees_the_warehouse_and_a_rerun_converges(world):

@@ -201,13 +201,13 @@ def gate(ctx: RunContext, gate_name: str) -> dict:
         from tierline import publish as publish_module
 
         # The marts gate audits the run's build tables and records what it audited (relation,
-        # rows, checksum) while it holds them read-only: publish copies only what matches.
+        # rows, version) while it holds them read-only: publish copies only what matches.
         with warehouse.connect(ctx.warehouse_url) as conn:
             with conn.transaction():
                 audited = publish_module.audit(conn, ctx.schemas["marts"], ctx.as_of)
                 outcome = validate()
                 publish_module.record_audit(conn, ctx.run_id, ctx.as_of, audited)
-        return with_docs({**outcome, "audited": {name: rows for name, (_oid, rows, _sum) in audited.items()}})
+        return with_docs({**outcome, "audited": {name: rows for name, (_oid, rows, _version) in audited.items()}})
 
     return run_stage(ctx, f"gate_{gate_name}", run)
 

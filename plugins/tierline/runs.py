@@ -72,9 +72,14 @@ def ensure_control(conn) -> None:
             """
             create table if not exists tierline.audits (
                 run_id text not null, as_of_date date not null, relation text not null, relation_oid oid not null,
-                row_count bigint not null, checksum numeric not null, audited_at timestamptz not null default now(),
+                row_count bigint not null, version text not null, audited_at timestamptz not null default now(),
                 primary key (run_id, as_of_date, relation))
             """)
+        # an audit recorded a checksum of every row's text before the version (publish.audit)
+        # replaced it; such a row no longer matches anything, and its run audits again
+        if conn.execute("select 1 from information_schema.columns where table_schema = 'tierline' "
+                        "and table_name = 'audits' and column_name = 'checksum'").fetchone():
+            conn.execute("alter table tierline.audits drop column checksum, add column version text not null default ''")
 
 
 @dataclass
