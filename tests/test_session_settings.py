@@ -78,3 +78,27 @@ def test_upkeep_commits_the_callers_work_and_yields_to_other_upkeep(warehouse_ur
         assert conn.execute("select reltuples from pg_class where oid = 'public.tl_upkeep'::regclass").fetchone()[0] == 2
         conn.execute("drop table public.tl_upkeep")
         conn.commit()
+
+
+def test_a_table_replaced_by_about_as_many_rows_keeps_its_statistics(warehouse_url):
+    """A history or current table replaced whole after publish: analyzed when new or when its row
+    count moved more than 10%, else left with the statistics it has (its last analysis stays)."""
+    def last_analyzed(conn):
+        return conn.execute("select pg_stat_get_last_analyze_time('public.tl_replaced'::regclass)").fetchone()[0]
+
+    with warehouse.connect(warehouse_url) as conn:
+        conn.execute("drop table if exists public.tl_replaced; create table public.tl_replaced (v int, w text)")
+        conn.execute("insert into public.tl_replaced select g, g::text from generate_series(1, 1000) as g")
+        assert warehouse.analyze(conn, "public", "tl_replaced", replaced_with=1000) is True
+        first = last_analyzed(conn)
+        assert first is not None, "a table without statistics was not analyzed"
+        conn.execute("delete from public.tl_replaced")
+        conn.execute("insert into public.tl_replaced select g, g::text from generate_series(1, 1050) as g")
+        assert warehouse.analyze(conn, "public", "tl_replaced", replaced_with=1050) is True
+        assert last_analyzed(conn) == first, "5% more rows: analyzed again"
+        conn.execute("insert into public.tl_replaced select g, g::text from generate_series(1, 200) as g")
+        assert warehouse.analyze(conn, "public", "tl_replaced", replaced_with=1250) is True
+        assert last_analyzed(conn) > first, "25% more rows than the statistics know: not analyzed"
+        assert conn.execute("select reltuples from pg_class where oid = 'public.tl_replaced'::regclass").fetchone()[0] == 1250
+        conn.execute("drop table public.tl_replaced")
+        conn.commit()

@@ -213,21 +213,31 @@ def maintenance(conn, lock_timeout: float = 5):
         pass
 
 
-def analyze(conn, schema: str, table: str, lock_timeout: float = 5, columns: tuple[str, ...] = ()) -> bool:
+def analyze(conn, schema: str, table: str, lock_timeout: float = 5, columns: tuple[str, ...] = (),
+            replaced_with: int | None = None) -> bool:
     """Refresh the planner's statistics of a table just written, in a short maintenance transaction
     (:func:`maintenance`). Rows of a value the statistics have never seen (a new batch, a new
     published date) are otherwise estimated at a handful, and joins over them become nested loops
     that run for minutes. ``columns``: only theirs (and the table's row count), for a write that
     changed nothing else a plan depends on, a fraction of a whole ANALYZE's time; the whole table
     while any column has no statistics yet (a new table: its join keys would be guessed, and a
-    100k-customer publish ran for minutes on the next day). False when another ANALYZE
-    (autovacuum's) held the table past ``lock_timeout``: it is left to that one."""
+    100k-customer publish ran for minutes on the next day). ``replaced_with``: the table's rows
+    were all replaced by this many (a history or current table, the same customers again): the
+    statistics it has are kept while every column has some and the planner's row count is within
+    10% of it (autovacuum's own analyze threshold; it analyzes a table whose rows all changed soon
+    after, off the run's clock). False when another ANALYZE (autovacuum's) held the table past
+    ``lock_timeout``: it is left to that one."""
+    relation = [sql.Identifier(schema, table).as_string(conn), schema, table]
+    unseen = ("exists (select from pg_attribute as a where a.attrelid = %s::regclass and a.attnum > 0 "
+              "and not a.attisdropped and not exists (select from pg_stats as s where s.schemaname = %s "
+              "and s.tablename = %s and s.attname = a.attname))")
+    if replaced_with is not None and conn.execute(
+            f"select not {unseen} and c.reltuples >= 0 and abs(c.reltuples - %s) <= 0.1 * greatest(%s, 1) "
+            "from pg_class as c where c.oid = %s::regclass",
+            [*relation, replaced_with, replaced_with, relation[0]]).fetchone()[0]:
+        return True
     with maintenance(conn, lock_timeout) as upkeep:
-        if columns and conn.execute(
-                "select exists (select from pg_attribute as a where a.attrelid = %s::regclass and a.attnum > 0 "
-                "and not a.attisdropped and not exists (select from pg_stats as s where s.schemaname = %s "
-                "and s.tablename = %s and s.attname = a.attname))",
-                [sql.Identifier(schema, table).as_string(conn), schema, table]).fetchone()[0]:
+        if columns and conn.execute(f"select {unseen}", relation).fetchone()[0]:
             columns = ()
         listed = sql.SQL(" ({})").format(sql.SQL(", ").join(map(sql.Identifier, columns))) if columns else sql.SQL("")
         conn.execute(sql.SQL("analyze {}.{}{}").format(sql.Identifier(schema), sql.Identifier(table), listed))
