@@ -302,7 +302,7 @@ def _verify(conn, *, build_schema: str, schema: str, as_of: date, run_id: str, e
             raise PublishRefused(
                 f"{build_schema}.{table} is not what gate_marts audited for run {run_id} of {as_of} "
                 f"(audited: {was[1] if was else 'nothing'} rows, now {now[1]} rows"
-                f"{', other content' if was and was[1] == now[1] else ''}); nothing was published, re-run the date")
+                f"{', written since' if was and was[1] == now[1] else ''}); nothing was published, re-run the date")
     state = publication_state(conn, schema)
     if expected_state is None:
         raise PublishRefused(f"run {run_id} of {as_of}: no record of the publication this run started building "

@@ -6,8 +6,7 @@
 -- customer_id carries the batches and run date int_orders__valued stood for when this was
 -- computed, and, once for every state model, whether the run touches more than half of the state
 -- (customer_state_over_half; by the model's grain and whether it counts in windows): such a
--- model is rebuilt instead. No rows at all means the
--- per-customer state models are rebuilt whole.
+-- model is rebuilt instead. No rows at all means the per-customer state models are rebuilt whole.
 -- depends_on: {{ ref('stg_sales__orders') }}
 -- depends_on: {{ ref('int_orders__touched') }}
 {%- set plan = staging_state_plan('int_orders__valued') %}
