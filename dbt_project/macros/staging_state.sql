@@ -229,7 +229,8 @@
     {#- The lengths in days of every window ending at the run date that the per-customer state
         counts purchase days in (vars windows, lifecycle, clv; int_customers__order_totals and
         __btyd_totals). A window's start moves with the run date: a customer with a purchase day
-        it passed is computed again. -#}
+        it passed is computed again. Listed here, not derived from the models' meta.state_vars:
+        those name whole vars (mappings), of which only these keys are window lengths. -#}
     {%- set w, lc, clv = var('windows'), var('lifecycle'), var('clv') %}
     {%- set days = [w.frequency_days, w.monetary_days, w.trend_days, 2 * w.trend_days, lc.reactivated_window_days] %}
     {%- if clv.calibration_days %}{% do days.append(clv.calibration_days) %}{% endif %}
