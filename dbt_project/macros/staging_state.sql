@@ -264,17 +264,33 @@
     {{- return(customer_state_grain() == 'customer_id' and ((config.get('meta') or {}).get('state_vars') or []) | length > 0) }}
 {%- endmacro %}
 
+{% macro customer_state_measured(grain) -%}
+    {#- the grain's measured table in the state schema (customer_state_grains), none before its
+        first build -#}
+    {{- return(adapter.get_relation(database=target.database, schema=staging_state_schema(), identifier=customer_state_grains()[grain].measured_in)) }}
+{%- endmacro %}
+
+{% macro customer_state_over_half_column(grain, in_windows) -%}
+    {#- the column of int_customers__touched's marker row that holds the rebuild rule's answer for
+        a grain, with or without the customers a window's start passed -#}
+    {{- return('over_half_' ~ grain ~ ('_in_windows' if in_windows else '')) }}
+{%- endmacro %}
+
 {% macro customer_state_over_half(touched, grain) -%}
     {#- SQL: are the `touched` rows (a count) more than half of the grain's measured table (its
         planner row count)? A run that touches most of the state rebuilds it: deleting and
         inserting again more than half of a table's rows costs more than writing all of them (the
         100k bench's 10% day: purchase days 8.7-8.9 s by customer, 7.75 s rebuilt; its 1% day
-        touched a third, 2.8 s). A table never analyzed is kept up. -#}
-    {%- set measured = adapter.quote(staging_state_schema()) ~ '.' ~ adapter.quote(customer_state_grains()[grain].measured_in) %}
-    coalesce((
+        touched a third, 2.8 s). A table not built yet, or never analyzed, is kept up. -#}
+    {%- set measured = customer_state_measured(grain) %}
+    {%- if measured is none %}
+    false
+    {%- else %}
+    (
         select c.reltuples > 0 and {{ touched }} > ceil(c.reltuples / 2)
-        from pg_class as c where c.oid = to_regclass({{ sql_literal(measured) }})
-    ), false)
+        from pg_class as c where c.oid = {{ sql_literal(measured.include(database=false) | string) }}::regclass
+    )
+    {%- endif %}
 {%- endmacro %}
 
 {% macro customer_state_incremental() -%}
@@ -286,7 +302,7 @@
     {%- if not plan.incremental or plan.gone %}
         {{- return(false) }}
     {%- endif %}
-    {%- set over_half = 'over_half_' ~ customer_state_grain() ~ ('_in_windows' if customer_state_counts_in_windows() else '') %}
+    {%- set over_half = customer_state_over_half_column(customer_state_grain(), customer_state_counts_in_windows()) %}
     {%- set found = run_query("select from_batches, " ~ over_half ~ " from " ~ ref('int_customers__touched') ~ " where customer_id is null").rows %}
     {{- return(found | length == 1 and found[0][0] == customer_state_stood_for(plan) and not found[0][1]) }}
 {%- endmacro %}

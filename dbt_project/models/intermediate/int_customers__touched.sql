@@ -10,6 +10,12 @@
 -- depends_on: {{ ref('stg_sales__orders') }}
 -- depends_on: {{ ref('int_orders__touched') }}
 {%- set plan = staging_state_plan('int_orders__valued') %}
+{#- the rebuild rule's measures: (grain, counts in windows, the touched rows' count) -#}
+{%- set measures = [
+    ('order_id', false, '(select count(*) from ' ~ ref('int_orders__touched') ~ ')'),
+    ('customer_id', false, '(select by_orders from touched_days)'),
+    ('customer_id', true, '(select in_windows from touched_days)'),
+] %}
 {%- if plan.incremental and not plan.gone %}
     {%- set since = sql_literal(plan.as_of) ~ '::date' %}
 with
@@ -43,8 +49,8 @@ customers as (
 touched_days as (
     -- the purchase days of the touched customers: how much of the customer-keyed state the run
     -- would compute again, without and with the customers a window's start passed
-    {%- set measured = customer_state_grains()['customer_id'].measured_in %}
-    {%- if adapter.get_relation(database=target.database, schema=staging_state_schema(), identifier=measured) is none %}
+    {%- set measured = customer_state_measured('customer_id') %}
+    {%- if measured is none %}
     select
         0 as by_orders,
         0 as in_windows
@@ -52,7 +58,7 @@ touched_days as (
     select
         count(*) filter (where not touched.by_window) as by_orders,
         count(*) as in_windows
-    from {{ adapter.quote(staging_state_schema()) }}.{{ adapter.quote(measured) }} as days
+    from {{ measured.include(database=false) }} as days
     inner join (
         select
             customer_id,
@@ -66,28 +72,26 @@ touched_days as (
 select
     customer_id,
     by_window,
-    null::text as from_batches,
-    null::boolean as over_half_order_id,
-    null::boolean as over_half_customer_id,
-    null::boolean as over_half_customer_id_in_windows
+    null::text as from_batches
+    {%- for grain, in_windows, _ in measures %},
+    null::boolean as {{ customer_state_over_half_column(grain, in_windows) }}
+    {%- endfor %}
 from customers
 union all
 select
     null::text as customer_id,
     null::boolean as by_window,
-    {{ sql_literal(customer_state_stood_for(plan)) }}::text as from_batches,
-    {{ customer_state_over_half('(select count(*) from ' ~ ref('int_orders__touched') ~ ')', 'order_id') }}
-        as over_half_order_id,
-    {{ customer_state_over_half('(select by_orders from touched_days)', 'customer_id') }} as over_half_customer_id,
-    {{ customer_state_over_half('(select in_windows from touched_days)', 'customer_id') }}
-        as over_half_customer_id_in_windows
+    {{ sql_literal(customer_state_stood_for(plan)) }}::text as from_batches
+    {%- for grain, in_windows, touched in measures %},
+    {{ customer_state_over_half(touched, grain) }} as {{ customer_state_over_half_column(grain, in_windows) }}
+    {%- endfor %}
 {%- else %}
     select
         null::text as customer_id,
         null::boolean as by_window,
         null::text as from_batches,
-        null::boolean as over_half_order_id,
-        null::boolean as over_half_customer_id,
-        null::boolean as over_half_customer_id_in_windows
+        {%- for grain, in_windows, _ in measures %}
+            null::boolean as {{ customer_state_over_half_column(grain, in_windows) }}{% if not loop.last %},{% endif %}
+        {%- endfor %}
     where false
 {%- endif %}
