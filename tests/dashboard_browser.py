@@ -50,7 +50,9 @@ def open_dashboard(base_url: str, path: str, user: str, password: str, expected_
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000}, locale="zh-CN")
+            # tall enough for the whole dashboard: the full-page screenshot then changes no size
+            # (a resize made Superset lay the grid out again, and the picture caught it empty)
+            page = browser.new_page(viewport={"width": 1600, "height": 2400}, locale="zh-CN")
             page.on("console", lambda m: view.console_errors.append(m.text) if m.type == "error" else None)
             # loopback only: anything the page would fetch from elsewhere is refused and recorded
             page.route(re.compile(r"^(?!https?://127\.0\.0\.1[:/]|data:|blob:)"),
