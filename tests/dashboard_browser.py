@@ -50,8 +50,6 @@ def open_dashboard(base_url: str, path: str, user: str, password: str, expected_
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
-            # tall enough for the whole dashboard: the full-page screenshot then changes no size
-            # (a resize made Superset lay the grid out again, and the picture caught it empty)
             page = browser.new_page(viewport={"width": 1600, "height": 2400}, locale="zh-CN")
             page.on("console", lambda m: view.console_errors.append(m.text) if m.type == "error" else None)
             # loopback only: anything the page would fetch from elsewhere is refused and recorded
@@ -77,15 +75,26 @@ def open_dashboard(base_url: str, path: str, user: str, password: str, expected_
             page.wait_for_url(lambda url: "/login" not in url, timeout=timeout * 1000)
             started = time.monotonic()
             page.goto(f"{base_url}{path}", timeout=timeout * 1000)
-            # bounded wait: every chart queried and drawn, nothing still loading
             deadline = started + timeout
-            while time.monotonic() < deadline:
-                holders = page.evaluate(_READ_CHARTS)
-                if (len(view.queries) >= expected_charts and len(holders) >= expected_charts
-                        and not any(h["loading"] for h in holders)):
-                    break
-                page.wait_for_timeout(500)
-            page.wait_for_timeout(1500)  # ECharts animates its first frame
+
+            def drawn() -> None:
+                # bounded wait: every chart queried and drawn, nothing still loading
+                while time.monotonic() < deadline:
+                    holders = page.evaluate(_READ_CHARTS)
+                    if (len(view.queries) >= expected_charts and len(holders) >= expected_charts
+                            and not any(h["loading"] for h in holders)):
+                        break
+                    page.wait_for_timeout(500)
+                page.wait_for_timeout(1500)  # ECharts animates its first frame
+
+            drawn()
+            # the whole dashboard in the viewport before it is read: a full-page screenshot of a
+            # shorter one resizes the page, Superset lays the grid out again, and the picture
+            # caught it empty
+            height = page.evaluate("() => document.documentElement.scrollHeight")
+            if height > page.viewport_size["height"]:
+                page.set_viewport_size({"width": page.viewport_size["width"], "height": height})
+                drawn()
             view.seconds_to_render = time.monotonic() - started
             view.charts = {h["title"]: h for h in page.evaluate(_READ_CHARTS)}
             view.errors = page.eval_on_selector_all('[role="alert"]', "els => els.map(e => e.innerText)")
