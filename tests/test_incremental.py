@@ -129,7 +129,7 @@ def test_every_published_table_equals_a_rebuild_from_scratch(chains):
         "stg_crm__customers", "stg_sales__orders", "stg_sales__order_items", "stg_crm__interactions")],
     # per-customer state: orders valued again by order, purchase days and totals by customer
     ("staging", "int_orders__valued", "and order_id in (select order_id from"),
-    ("staging", "int_customers__purchase_days", "and customer_id in (select customer_id from"),
+    ("staging", "int_customers__purchase_days", "where not touched.by_window"),
     ("staging", "int_customers__order_totals", "where customer_id in (select customer_id from"),
     ("staging", "int_customers__btyd_totals", "and customer_id in (select customer_id from"),
 ])
@@ -214,7 +214,44 @@ def test_a_run_that_touches_most_of_the_state_rebuilds_it(warehouse_url, tmp_pat
     ctx = pipeline.context(DAYS[1], "most-of-it-2", landing)
     pipeline.run_through(ctx, "dbt_staging")
     for model, touched_only in (("int_orders__valued", "and order_id in (select order_id from"),
-                                ("int_customers__purchase_days", "and customer_id in (select customer_id from"),
+                                ("int_customers__purchase_days", "where not touched.by_window"),
                                 ("int_customers__order_totals", "where customer_id in (select customer_id from")):
         assert touched_only not in compiled(ctx, "staging", model), f"{model} was computed again by key"
     assert "incremental: new batches" in compiled(ctx, "staging", "stg_sales__orders")  # staging itself was not
+
+
+def test_a_run_writes_a_touched_customers_purchase_days_from_its_first_changed_day_on(warehouse_url, tmp_path,
+                                                                                        monkeypatch):
+    """A customer's new order changes its purchase days from that order's date on (a day's
+    totals and the next day's days_since_previous): the run computes those again and keeps the
+    customer's earlier days as they are, unwritten (at 1M customers the 1% day wrote 3.26M purchase
+    days again for 124k customers); the state equals the days computed from scratch."""
+    monkeypatch.setenv("TIERLINE_HOME", str(tmp_path / "home"))
+    landing = tmp_path / "landing"
+    generate.generate(landing, customers=150, days=2, seed=11, start_date=DAY1, progress=False)
+    pipeline.run_through(pipeline.context(DAY1, "days-1", landing))
+    ctx = pipeline.context(DAYS[1], "days-2", landing)
+    state = ctx.schemas["state"]
+    days = f"{state}.int_customers__purchase_days"
+    query = f"select customer_id, purchase_date, xmin::text, t::text from {days} as t"
+    with warehouse.connect(warehouse_url) as conn:
+        before = {(c, d): (x, r) for c, d, x, r in conn.execute(query)}
+    pipeline.run_through(ctx, "dbt_staging")
+    with warehouse.connect(warehouse_url) as conn:
+        after = {(c, d): (x, r) for c, d, x, r in conn.execute(query)}
+        scratch = {(r[0], r[1]): r[2] for r in conn.execute(
+            f"select customer_id, purchase_date, f::text from (select customer_id, order_date as purchase_date, "
+            "count(*) as orders, sum(net_revenue) as net_revenue, sum(margin) as margin, order_date - lag(order_date) "
+            "over (partition by customer_id order by order_date) as days_since_previous "
+            f"from {state}.int_orders__valued where is_purchase group by customer_id, order_date) as f")}
+    assert {k: r for k, (_x, r) in after.items()} == scratch
+    # each customer's first day whose row is new, gone or different
+    first_changed: dict = {}
+    for key in set(before) | set(after):
+        if before.get(key, (None, None))[1] != after.get(key, (None, None))[1]:
+            first_changed[key[0]] = min(key[1], first_changed.get(key[0], key[1]))
+    earlier = [k for k in after if k[0] in first_changed and k[1] < first_changed[k[0]]]
+    assert earlier, "the day must change customers with earlier purchase days, or this proves nothing"
+    rewritten = [k for k in earlier if after[k][0] != before[k][0]]
+    assert not rewritten, f"{len(rewritten)} of {len(earlier)} unchanged earlier days were written again"
+    assert "where not touched.by_window" in compiled(ctx, "staging", "int_customers__purchase_days")

@@ -220,7 +220,8 @@
     deletes the rows it must compute again and inserts them, computed from staging: the orders
     int_orders__touched names (an order's value depends on that order alone) in
     int_orders__valued, their customers (int_customers__touched) in the models keyed by
-    customer, with the customers who have a purchase day that the start of a counting window
+    customer (in the purchase days, only their days from the first one a touched order
+    changes: customer_state_from), with the customers who have a purchase day that the start of a counting window
     passed since the last run (customer_state_windows). Only when the model stood for the same
     batches and run date as int_orders__valued did when the touched rows were found (and its code
     and declared vars are unchanged, nothing it folded in is gone): else it is rebuilt whole. -#}
@@ -307,14 +308,29 @@
     {{- return(found | length == 1 and found[0][0] == customer_state_stood_for(plan) and not found[0][1]) }}
 {%- endmacro %}
 
-{% macro customer_state_touched() -%}
-    {#- the condition on this state model's rows that the run computes again: the touched set of
-        the model's grain (int_orders__valued, keyed by order_id: an order's value depends on
-        that order alone), by customer otherwise, with the customers a window's start passed only
-        for a model that counts in windows (their purchase days did not change) -#}
+{% macro customer_state_from() -%}
+    {#- A per-customer model whose rows are a customer's days (meta.state_from: the date column,
+        int_customers__purchase_days) keeps a touched customer's rows before the earliest date a
+        touched order of it has (int_customers__touched.from_date): only the later ones change. -#}
+    {{- return((config.get('meta') or {}).get('state_from')) }}
+{%- endmacro %}
+
+{% macro customer_state_touched(relation=none) -%}
+    {#- the condition on this state model's rows (of `relation`, an alias, when the condition
+        names the table's own columns) that the run computes again: the touched set of the
+        model's grain (int_orders__valued, keyed by order_id: an order's value depends on that
+        order alone), by customer otherwise, with the customers a window's start passed only for
+        a model that counts in windows (their purchase days did not change), and only from the
+        customer's from_date on for a model of days (customer_state_from) -#}
     {%- set column = customer_state_grain() %}
     {%- set windowed = column != 'customer_id' or customer_state_counts_in_windows() %}
-    {{- column ~ ' in (select ' ~ column ~ ' from ' ~ ref(customer_state_grains()[column].touched) ~ ('' if windowed else ' where not by_window') ~ ')' }}
+    {%- set touched = ref(customer_state_grains()[column].touched) %}
+    {%- if customer_state_from() and not windowed %}
+        {%- set own = (relation ~ '.') if relation else '' %}
+        {{- 'exists (select from ' ~ touched ~ ' as touched where not touched.by_window and touched.customer_id = ' ~ own ~ 'customer_id and ' ~ own ~ adapter.quote(customer_state_from()) ~ ' >= touched.from_date)' }}
+    {%- else %}
+        {{- column ~ ' in (select ' ~ column ~ ' from ' ~ touched ~ ('' if windowed else ' where not by_window') ~ ')' }}
+    {%- endif %}
 {%- endmacro %}
 
 {% macro customer_state_only_touched(only_touched, keyword='where') -%}
@@ -327,7 +343,7 @@
     {#- pre-hook: take out the rows computed again, or everything when the model is rebuilt -#}
     {%- if execute and is_incremental() %}
         {%- if customer_state_incremental() %}
-    delete from {{ this }} where {{ customer_state_touched() }}
+    delete from {{ this }} as kept where {{ customer_state_touched('kept') }}
         {%- else %}
     truncate {{ this }};
     -- rebuilt rows are loaded first and indexed after (staging_state_record): an index kept up

@@ -1,12 +1,36 @@
 -- One row per customer and day with a net-positive purchase: several orders on one day count
 -- as one purchase occasion (the convention of RFM frequency and of BG/NBD). Per-customer state,
--- like int_orders__valued: only the touched customers' days are computed again.
+-- like int_orders__valued: a run computes again only the touched customers' days from the
+-- earliest date a touched order of theirs has (from_date) on; their earlier days are kept, and
+-- the last of them is read back for the first recomputed day's days_since_previous.
 -- depends_on: {{ ref('int_customers__touched') }}
+{%- set only_touched = customer_state_incremental() %}
 with
+{%- if only_touched %}
+
+    touched as (
+        select
+            touched.customer_id,
+            touched.from_date,
+            (
+                select max(kept.purchase_date) from {{ this }} as kept
+                where kept.customer_id = touched.customer_id and kept.purchase_date < touched.from_date
+            ) as previous_date
+        from {{ ref('int_customers__touched') }} as touched
+        where not touched.by_window
+    ),
+{%- endif %}
 
 orders as (
-    select * from {{ ref('int_orders__valued') }}
-    where is_purchase {{ customer_state_only_touched(customer_state_incremental(), 'and') }}
+    select orders.*
+    from {{ ref('int_orders__valued') }} as orders
+    {%- if only_touched %}
+        inner join touched
+            on
+                orders.customer_id = touched.customer_id
+                and orders.order_date >= coalesce(touched.previous_date, touched.from_date)
+    {%- endif %}
+    where orders.is_purchase
 ),
 
 days as (
@@ -28,3 +52,6 @@ final as (
 )
 
 select * from final
+{%- if only_touched %}
+    where {{ customer_state_touched('final') }}
+{%- endif %}
