@@ -9,15 +9,17 @@ with
 {%- if only_touched %}
 
     touched as (
+        -- a join and a group, not a subquery per customer: inlined into the join below, that ran
+        -- once per order of a touched customer (348k times on the 100k bench's 1% day, 4.9 s)
         select
             touched.customer_id,
             touched.from_date,
-            (
-                select max(kept.purchase_date) from {{ this }} as kept
-                where kept.customer_id = touched.customer_id and kept.purchase_date < touched.from_date
-            ) as previous_date
+            max(kept.purchase_date) as previous_date
         from {{ ref('int_customers__touched') }} as touched
+        left join {{ this }} as kept
+            on touched.customer_id = kept.customer_id and kept.purchase_date < touched.from_date
         where not touched.by_window
+        group by touched.customer_id, touched.from_date
     ),
 {%- endif %}
 
