@@ -54,6 +54,14 @@ def published_rows(url: str) -> dict[str, list[str]]:
                 for table in PUBLISHED_TABLES}
 
 
+def history_rows(url: str) -> dict[str, dict]:
+    """Every published history row by key: (its row version's creating transaction, its text)."""
+    with warehouse.connect(url) as conn:
+        return {table: {(c, v): (x, r) for c, v, x, r in conn.execute(sql.SQL(
+            "select customer_id, valid_from, xmin::text, t::text from analytics.{} as t").format(sql.Identifier(table)))}
+                for table in ("tier_history", "lifecycle_history")}
+
+
 def compiled(ctx: pipeline.RunContext, layer: str, model: str) -> str:
     results = json.loads((ctx.run_dir / "dbt" / layer / "run_results.json").read_text())
     return next(r["compiled_code"] for r in results["results"] if r["unique_id"] == f"model.tierline.{model}")
@@ -91,8 +99,10 @@ def chains(server_url, tmp_path_factory):
                     contexts = [run_day(DAYS[0], landing, full_refresh=False),
                                 run_day(DAYS[1], landing, full_refresh=False, attempt="-failed",
                                         fail_after_staging=True),
-                                run_day(DAYS[1], landing, full_refresh=False),
-                                run_day(DAYS[2], landing, full_refresh=False)]
+                                run_day(DAYS[1], landing, full_refresh=False)]
+                    before = history_rows(url)
+                    contexts.append(run_day(DAYS[2], landing, full_refresh=False))
+                    found["history"] = (before, history_rows(url))
                     # a seed the ledger holds at another version (a release that changed it)
                     state = contexts[0].schemas["state"]
                     with warehouse.connect(url) as conn:
@@ -100,6 +110,11 @@ def chains(server_url, tmp_path_factory):
                             sql.Identifier(state, dbt.STAGING_LEDGER)), [dbt.SEED_LEDGER_PREFIX + "order_statuses"])
                     contexts.append(run_day(DAYS[1], landing, full_refresh=False, attempt="-again"))
                 # "last": the last run of day 3, the date every path has been taken by
+                with warehouse.connect(url) as conn:
+                    found[f"{name}_history_changes"] = [
+                        conn.execute("select to_jsonb(b) -> 'history_changes' from tierline.build_runs as b "
+                                     "where run_id = %s and as_of_date = %s", (c.run_id, c.as_of)).fetchone()[0]
+                        for c in contexts]
                 found[name] = {"rows": published_rows(url), "last": contexts[-1 if full_refresh else 3],
                                "contexts": contexts, "estimates": estimated_rows(url, DAYS[-1])}
             finally:
@@ -120,6 +135,24 @@ def test_every_published_table_equals_a_rebuild_from_scratch(chains):
         assert incremental[table] == rebuild[table], (
             f"analytics.{table}: incremental chain has {len(incremental[table])} rows, rebuild "
             f"{len(rebuild[table])}; only incremental e.g. {only_incremental}; only rebuild e.g. {only_rebuild}")
+
+
+def test_a_day_publishes_the_change_of_the_history_tables_not_all_of_it(chains):
+    """tier_history and lifecycle_history grow with time; a run dated after every publication
+    builds and publishes their change (the rows it adds or alters), so the stretches that ended
+    before it are neither copied into the build nor written again (they were, whole, every day);
+    a re-run of an earlier date and a full refresh rebuild them whole."""
+    before, after = chains["history"]
+    for table in before:
+        kept = [k for k in before[table] if k in after[table] and before[table][k][1] == after[table][k][1]]
+        assert kept, f"{table}: no row stayed the same, the comparison would prove nothing"
+        rewritten = [k for k in kept if before[table][k][0] != after[table][k][0]]
+        assert not rewritten, f"{table}: {len(rewritten)} of {len(kept)} unchanged rows were written again"
+        assert len(kept) < len(after[table])  # and the day did change some
+    # day 1 (nothing published), day 2 (failed, then published), day 3, day 2 again (an earlier date)
+    assert sorted(chains["incremental_history_changes"][3]) == ["lifecycle_history", "tier_history"]
+    assert not chains["incremental_history_changes"][0] and not chains["incremental_history_changes"][4]
+    assert not any(chains["rebuild_history_changes"])
 
 
 @pytest.mark.parametrize("layer, model, marker", [

@@ -9,10 +9,12 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import date
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from tierline import publish, warehouse
 from tierline.assets import ALL_PUBLISHED_TABLES
@@ -149,3 +151,38 @@ def test_a_published_key_is_the_primary_key_the_model_declares(warehouse_url):
         assert publish.primary_key(conn, "analytics", "clv_model_fit") == ["model", "as_of_date"]
         with pytest.raises(PublishRefused, match="primary_key constraint"):
             publish.prepare(conn, build_schema="unkeyed", schema="elsewhere")
+
+
+def test_a_history_change_is_applied_by_key_and_refused_when_a_customer_would_have_two_current_rows(warehouse_url):
+    """A run dated after every publication publishes the change of a history table (publish's
+    ``history_changes``): its rows replace the published rows with their keys. A change that
+    would leave a customer with no or two current rows (a model that forgot to close a stretch)
+    is refused, and nothing of it stays."""
+    columns = "customer_id text, tier text, valid_from date, valid_to date, is_current boolean"
+    with warehouse.connect(warehouse_url, autocommit=True) as conn:
+        conn.execute("create schema build")
+        conn.execute("create schema analytics")
+        for schema in ("build", "analytics"):
+            conn.execute(f"create table {schema}.tier_history ({columns})")
+        conn.execute("insert into analytics.tier_history values ('a', 'vip', '2026-10-01', '2026-11-01', false), "
+                     "('a', 'key', '2026-11-01', null, true), ('b', 'key', '2026-10-01', null, true)")
+        # b moves up on 2026-11-03: its open stretch closed, a new one opened
+        conn.execute("insert into build.tier_history values ('b', 'key', '2026-10-01', '2026-11-03', false), "
+                     "('b', 'vip', '2026-11-03', null, true)")
+        column_list = sql.SQL("customer_id, tier, valid_from, valid_to, is_current")
+        with conn.transaction():
+            written, total = publish._apply_history_change(conn, build_schema="build", target="analytics",
+                                                           table="tier_history", column_list=column_list)
+        assert (written, total) == (2, 4)
+        assert conn.execute("select customer_id, tier, valid_to, is_current from analytics.tier_history "
+                            "order by 1, valid_from").fetchall() == [
+            ("a", "vip", date(2026, 11, 1), False), ("a", "key", None, True),
+            ("b", "key", date(2026, 11, 3), False), ("b", "vip", None, True)]
+        # a change that opens a stretch for a without closing its open one
+        conn.execute("truncate build.tier_history")
+        conn.execute("insert into build.tier_history values ('a', 'strategic', '2026-11-04', null, true)")
+        with pytest.raises(PublishRefused, match="1 customer"):
+            with conn.transaction():
+                publish._apply_history_change(conn, build_schema="build", target="analytics",
+                                              table="tier_history", column_list=column_list)
+        assert conn.execute("select count(*) from analytics.tier_history").fetchone()[0] == 4

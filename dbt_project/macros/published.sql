@@ -46,8 +46,12 @@
         from every published snapshot: the published table exists with every column this model
         builds, the run is not a full refresh nor a unit test, and its date comes after every
         published date (a re-run of a published or earlier date rebuilds, since later snapshots
-        are part of the history). Published history tables are replaced whole in the same
-        transaction as the snapshots, so they always stand for every published snapshot. -#}
+        are part of the history). Extended, the model builds only the history's change: the
+        rows it adds or alters (each ending stretch closed, each new one; for lifecycle_history
+        also the open stretches evaluated again), and publish applies it by key; rebuilt, the
+        whole history, which publish puts in place of the published one. Either way in the same
+        transaction as the snapshots, so a published history always stands for every published
+        snapshot. -#}
     {%- if not execute or flags.FULL_REFRESH or model.resource_type == 'unit_test' %}
         {{- return(false) }}
     {%- endif %}
@@ -64,4 +68,21 @@
     {%- endfor %}
     {%- set latest = run_query("select max(as_of_date) < " ~ as_of() ~ " as later from " ~ log) %}
     {{- return(latest.columns[0].values()[0] == true) }}
+{%- endmacro %}
+
+{% macro history_record_build(identifier) -%}
+    {#- post-hook of a history model, in the transaction that writes its table: record in the
+        run's row of tierline.build_runs (tierline.runs) whether the table holds the history's
+        change or the whole history, which publish reads to apply it (runs.recorded_history_changes).
+        The table and the record are committed together, so whatever builds the table again
+        records again, and a table built again after the marts gate audited it is refused by
+        publish anyway. No record outside a pipeline run (a bare `dbt build`: no
+        tierline.build_runs, or no row for the run): publish then replaces the table whole. -#}
+    {%- set runs = adapter.get_relation(database=target.database, schema='tierline', identifier='build_runs') %}
+    {%- if execute and runs is not none %}
+    update {{ runs }}
+    set history_changes = array_remove(coalesce(history_changes, '{}'::text[]), {{ sql_literal(identifier) }})
+    {%- if history_extends_publication(identifier) %} || array[{{ sql_literal(identifier) }}]::text[]{% endif %}
+    where run_id = {{ sql_literal(var('run_id')) }} and as_of_date = {{ as_of() }}
+    {%- endif %}
 {%- endmacro %}

@@ -265,7 +265,8 @@ def publish(ctx: RunContext):
                 as_of=ctx.as_of, run_id=ctx.run_id, tier_spec_version=ctx.config.tier_spec.version,
                 tier_spec_hash=ctx.config.tier_spec_hash, lock_timeout=ctx.config.publish.lock_timeout_seconds,
                 expected_state=runs.recorded_publication_state(conn, ctx),
-                in_transaction=lambda: runs.mark_published(conn, ctx), access=ctx.config.access)
+                in_transaction=lambda: runs.mark_published(conn, ctx), access=ctx.config.access,
+                history_changes=runs.recorded_history_changes(conn, ctx))
             conn.commit()
             publish_module.analyze(conn, publication, ctx.schemas["analytics"],
                                    ctx.config.publish.lock_timeout_seconds)

@@ -9,7 +9,9 @@ that they are still exactly what was audited and that no other publication happe
 run started building (``PublishRefused`` otherwise).
 
 Snapshot tables keep one slice per ``as_of_date``: the slice of the run's date is replaced, other
-dates are untouched. History tables are replaced whole. Current tables (``dim_customer``, and
+dates are untouched. History tables are replaced whole when the run built them whole, and
+changed by key (``customer_id``, ``valid_from``) when it built their change since the
+publication (a run dated after every publication: ``runs.recorded_history_changes``). Current tables (``dim_customer``, and
 ``customer_contact`` in the PII schema) are replaced whole by a run of the latest published date
 or a later one; a re-run of an earlier date leaves them. Roles, grants and row-level security
 (``tierline.access``) are applied before the data transaction, every time. Readers are never blocked: the data
@@ -36,6 +38,7 @@ from tierline import batches, warehouse
 from tierline.assets import (
     ALL_PUBLISHED_TABLES,
     CURRENT_TABLES,
+    HISTORY_TABLES,
     RETIRED_COLUMNS,
     SNAPSHOT_TABLES,
     published_schema,
@@ -332,13 +335,34 @@ def analyze(conn, publication: Publication, schema: str, lock_timeout: float = 5
                           replaced_with=None if snapshot else publication.rows[table])
 
 
+def _apply_history_change(conn, *, build_schema: str, target: str, table: str, column_list) -> tuple[int, int]:
+    """Apply a history table's change (the rows the run adds or alters, keyed by customer and
+    ``valid_from``) to its publication; refuse when a customer it names would not then have
+    exactly one current row. Returns (rows written, rows the published table holds now)."""
+    published, built = (sql.SQL("{}.{}").format(ident(target), ident(table)),
+                        sql.SQL("{}.{}").format(ident(build_schema), ident(table)))
+    conn.execute(sql.SQL("delete from {} as p where (p.customer_id, p.valid_from) in "
+                         "(select customer_id, valid_from from {})").format(published, built))
+    written = conn.execute(sql.SQL("insert into {} ({}) select {} from {}").format(
+        published, column_list, column_list, built)).rowcount
+    broken = conn.execute(sql.SQL(
+        "select count(*) from (select customer_id from {} where customer_id in (select customer_id from {}) "
+        "group by customer_id having count(*) filter (where is_current) <> 1) as broken").format(
+            published, built)).fetchone()[0]
+    if broken:
+        raise PublishRefused(f"{target}.{table}: applying {build_schema}.{table} (this run's change to it) would leave "
+                             f"{broken} customer(s) without exactly one current row; nothing was published")
+    return written, conn.execute(sql.SQL("select count(*) from {}").format(published)).fetchone()[0]
+
+
 def publish(conn, *, build_schema: str, schema: str, as_of: date, run_id: str, tier_spec_version: str,
             tier_spec_hash: str, expected_state: str | None, lock_timeout: float = 5,
-            in_transaction=None, access=None) -> Publication:
+            in_transaction=None, access=None, history_changes=()) -> Publication:
     """Publish the audited build (see the module docstring); ``in_transaction`` runs last inside
     the publish transaction (the run's bookkeeping, committed with the data or not at all).
     ``access`` (config ``access``): the roles and grants (tierline.access), applied before the
-    data is, so that a table published for the first time is covered from its first rows."""
+    data is, so that a table published for the first time is covered from its first rows.
+    ``history_changes``: the history tables the run built as their change (the others whole)."""
     prepare(conn, build_schema=build_schema, schema=schema, lock_timeout=lock_timeout)
     if access is not None:
         access_module.apply(conn, access, schema, ddl=lambda statements: _ddl(conn, lock_timeout, statements))
@@ -355,6 +379,13 @@ def publish(conn, *, build_schema: str, schema: str, as_of: date, run_id: str, t
             snapshot = table in SNAPSHOT_TABLES
             target = published_schema(table, schema)
             column_list = sql.SQL(", ").join(ident(c) for c in _columns(conn, build_schema, table))
+            if table in HISTORY_TABLES and table in history_changes:
+                written, rows[table] = _apply_history_change(conn, build_schema=build_schema, target=target,
+                                                              table=table, column_list=column_list)
+                if written != audited[table][1]:
+                    raise PublishRefused(f"{build_schema}.{table}: {written} rows written of its {audited[table][1]} "
+                                         "audited rows; nothing was published")
+                continue
             # a snapshot table's build holds only the run's date: any other row is refused below
             only_date = sql.SQL(" where as_of_date = %(d)s" if snapshot else "")
             conn.execute(sql.SQL("delete from {}.{}{}").format(ident(target), ident(table), only_date), {"d": as_of})

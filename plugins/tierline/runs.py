@@ -75,6 +75,11 @@ def ensure_control(conn) -> None:
                 row_count bigint not null, version text not null, audited_at timestamptz not null default now(),
                 primary key (run_id, as_of_date, relation))
             """)
+        # the history tables a run's marts built as their change since the publication (a
+        # history model's post-hook records it with the table: publish applies the change)
+        if not conn.execute("select 1 from information_schema.columns where table_schema = 'tierline' "
+                            "and table_name = 'build_runs' and column_name = 'history_changes'").fetchone():
+            conn.execute("alter table tierline.build_runs add column history_changes text[]")
         # an audit recorded a checksum of every row's text before the version (publish.audit)
         # replaced it; such a row no longer matches anything, and its run audits again
         if conn.execute("select 1 from information_schema.columns where table_schema = 'tierline' "
@@ -255,6 +260,15 @@ def recorded_publication_state(conn, ctx) -> str | None:
     row = conn.execute("select publication_state from tierline.build_runs where run_id = %s and as_of_date = %s",
                        (ctx.run_id, ctx.as_of)).fetchone()
     return row[0] if row else None
+
+
+def recorded_history_changes(conn, ctx) -> list[str]:
+    """The history tables this run's marts built as their change since the publication (the
+    others it built whole): written by the history model's post-hook in the table's own
+    transaction (dbt_project/macros/published.sql, ``history_record_build``)."""
+    row = conn.execute("select history_changes from tierline.build_runs where run_id = %s and as_of_date = %s",
+                       (ctx.run_id, ctx.as_of)).fetchone()
+    return list(row[0] or []) if row else []
 
 
 def mark_failed(conn, ctx) -> None:

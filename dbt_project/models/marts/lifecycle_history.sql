@@ -1,9 +1,12 @@
 -- depends_on: {{ source('published', 'lifecycle_history') }}, {{ source('published', 'publication_log') }}
 -- Lifecycle stage history as a type-2 slowly changing dimension: one row per customer and
 -- uninterrupted stretch of one stage (the same gaps-and-islands as tier_history). A run dated
--- after every publication extends the published history with this run's stages; otherwise
--- (first run, re-run of a published date, full refresh) it is rebuilt from every published
--- lifecycle snapshot plus this run's stages. Both give the same rows.
+-- after every publication builds the published history's change with this run's stages: the
+-- open stretches it evaluated (extended, or closed when the stage changed) and the new ones
+-- (publish applies it by key); otherwise (first run, re-run of a published date, full refresh)
+-- the whole history, rebuilt from every published lifecycle snapshot plus this run's stages.
+-- Both publish the same rows.
+{{ config(post_hook="{{ history_record_build('lifecycle_history') }}") }}
 {%- set extend = history_extends_publication('lifecycle_history') %}
 with
 
@@ -38,20 +41,7 @@ stages as (
     ),
 
     stretches as (
-        select
-            customer_id,
-            lifecycle_stage,
-            valid_from,
-            valid_to,
-            is_current,
-            previous_stage,
-            last_evaluated_date,
-            evaluations,
-            churn_risk_at_entry,
-            stage_reason
-        from history
-        where not is_current
-        union all
+        -- an open stretch not evaluated today (its customer is not in this run) does not change
         select
             customer_id,
             lifecycle_stage,
@@ -59,12 +49,12 @@ stages as (
             case when ends_today then {{ as_of() }} end as valid_to,
             not ends_today as is_current,
             previous_stage,
-            case when evaluated_today and not ends_today then {{ as_of() }} else last_evaluated_date end
-                as last_evaluated_date,
-            evaluations + case when evaluated_today and not ends_today then 1 else 0 end as evaluations,
+            case when not ends_today then {{ as_of() }} else last_evaluated_date end as last_evaluated_date,
+            evaluations + case when not ends_today then 1 else 0 end as evaluations,
             churn_risk_at_entry,
             stage_reason
         from open_stretches
+        where evaluated_today
         union all
         select
             current_run.customer_id,

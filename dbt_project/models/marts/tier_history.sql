@@ -1,9 +1,11 @@
 -- depends_on: {{ source('published', 'customer_tier') }}, {{ source('published', 'tier_history') }}, {{ source('published', 'publication_log') }}
 -- Tier history as a type-2 slowly changing dimension: one row per customer and uninterrupted
--- stretch of one tier. A run dated after every publication extends the published history with
--- this run's tiers (a day costs the customers, not the snapshots so far); otherwise (first run,
--- re-run of a published date, full refresh) it is rebuilt from every published tier snapshot
--- plus this run's tiers. Both give the same rows.
+-- stretch of one tier. A run dated after every publication builds the published history's
+-- change with this run's tiers: each stretch that ends today, closed, and each new one (a day
+-- costs the customers that changed, not the history so far; publish applies it by key);
+-- otherwise (first run, re-run of a published date, full refresh) the whole history, rebuilt
+-- from every published tier snapshot plus this run's tiers. Both publish the same rows.
+{{ config(post_hook="{{ history_record_build('tier_history') }}") }}
 {%- set extend = history_extends_publication('tier_history') %}
 with
 
@@ -37,26 +39,14 @@ current_run as (
             customer_id,
             tier,
             valid_from,
-            valid_to,
-            is_current,
-            previous_tier,
-            tier_reason,
-            is_overridden,
-            tier_spec_version
-        from history
-        where not is_current
-        union all
-        select
-            customer_id,
-            tier,
-            valid_from,
-            case when ends_today then {{ as_of() }} end as valid_to,
-            not ends_today as is_current,
+            {{ as_of() }} as valid_to,
+            false as is_current,
             previous_tier,
             tier_reason,
             is_overridden,
             tier_spec_version
         from open_stretches
+        where ends_today
         union all
         select
             current_run.customer_id,
