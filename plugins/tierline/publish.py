@@ -11,9 +11,9 @@ run started building (``PublishRefused`` otherwise).
 Snapshot tables keep one slice per ``as_of_date``: the slice of the run's date is replaced, other
 dates are untouched. History tables are replaced whole when the run built them whole, and
 changed by key (``customer_id``, ``valid_from``) when it built their change since the
-publication (a run dated after every publication: ``runs.recorded_history_changes``). Current tables (``dim_customer``, and
-``customer_contact`` in the PII schema) are replaced whole by a run of the latest published date
-or a later one; a re-run of an earlier date leaves them. Roles, grants and row-level security
+publication (a run dated after every publication: ``runs.recorded_history_changes``). Current
+tables (``dim_customer``, and ``customer_contact`` in the PII schema) are replaced whole by a run
+of the latest published date or a later one; a re-run of an earlier date leaves them. Roles, grants and row-level security
 (``tierline.access``) are applied before the data transaction, every time. Readers are never blocked: the data
 transaction only deletes and inserts rows (``ROW EXCLUSIVE``, which no reader's lock conflicts
 with), so a reader sees the previous publication or this one, never a mix, and never waits.
