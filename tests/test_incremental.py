@@ -20,7 +20,7 @@ import pytest
 from psycopg import sql
 
 from tierline import dbt, pipeline, warehouse
-from tierline.assets import PUBLISHED_TABLES
+from tierline.assets import HISTORY_TABLES, PUBLISHED_TABLES
 from tierline.errors import QualityGateFailed
 from tierline_dev import generate
 
@@ -54,12 +54,16 @@ def published_rows(url: str) -> dict[str, list[str]]:
                 for table in PUBLISHED_TABLES}
 
 
+def row_versions(conn, schema: str, table: str, key: tuple[str, ...]) -> dict[tuple, tuple[str, str]]:
+    """Every row of a table by its key: (the transaction that wrote its version, its text)."""
+    return {tuple(r[:-2]): (r[-2], r[-1]) for r in conn.execute(sql.SQL("select {}, xmin::text, t::text from {} as t").format(
+        sql.SQL(", ").join(map(sql.Identifier, key)), sql.Identifier(schema, table)))}
+
+
 def history_rows(url: str) -> dict[str, dict]:
-    """Every published history row by key: (its row version's creating transaction, its text)."""
+    """Every published history row by key."""
     with warehouse.connect(url) as conn:
-        return {table: {(c, v): (x, r) for c, v, x, r in conn.execute(sql.SQL(
-            "select customer_id, valid_from, xmin::text, t::text from analytics.{} as t").format(sql.Identifier(table)))}
-                for table in ("tier_history", "lifecycle_history")}
+        return {table: row_versions(conn, "analytics", table, ("customer_id", "valid_from")) for table in HISTORY_TABLES}
 
 
 def compiled(ctx: pipeline.RunContext, layer: str, model: str) -> str:
@@ -150,7 +154,7 @@ def test_a_day_publishes_the_change_of_the_history_tables_not_all_of_it(chains):
         assert not rewritten, f"{table}: {len(rewritten)} of {len(kept)} unchanged rows were written again"
         assert len(kept) < len(after[table])  # and the day did change some
     # day 1 (nothing published), day 2 (failed, then published), day 3, day 2 again (an earlier date)
-    assert sorted(chains["incremental_history_changes"][3]) == ["lifecycle_history", "tier_history"]
+    assert sorted(chains["incremental_history_changes"][3]) == sorted(HISTORY_TABLES)
     assert not chains["incremental_history_changes"][0] and not chains["incremental_history_changes"][4]
     assert not any(chains["rebuild_history_changes"])
 
@@ -265,13 +269,12 @@ def test_a_run_writes_a_touched_customers_purchase_days_from_its_first_changed_d
     pipeline.run_through(pipeline.context(DAY1, "days-1", landing))
     ctx = pipeline.context(DAYS[1], "days-2", landing)
     state = ctx.schemas["state"]
-    days = f"{state}.int_customers__purchase_days"
-    query = f"select customer_id, purchase_date, xmin::text, t::text from {days} as t"
+    days = (state, "int_customers__purchase_days", ("customer_id", "purchase_date"))
     with warehouse.connect(warehouse_url) as conn:
-        before = {(c, d): (x, r) for c, d, x, r in conn.execute(query)}
+        before = row_versions(conn, *days)
     pipeline.run_through(ctx, "dbt_staging")
     with warehouse.connect(warehouse_url) as conn:
-        after = {(c, d): (x, r) for c, d, x, r in conn.execute(query)}
+        after = row_versions(conn, *days)
         scratch = {(r[0], r[1]): r[2] for r in conn.execute(
             f"select customer_id, purchase_date, f::text from (select customer_id, order_date as purchase_date, "
             "count(*) as orders, sum(net_revenue) as net_revenue, sum(margin) as margin, order_date - lag(order_date) "
